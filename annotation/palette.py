@@ -1,0 +1,223 @@
+"""Palettes: the classes of a project, their colours, keys, drawing order and rules.
+
+A palette file is JSON or TOML::
+
+    name = "mirror-glass"
+    [[classes]]
+    name = "mirror"; color = [0, 255, 0]; key = "1"
+    [[rules]]
+    kind = "inside"; inner = "glass-in-mirror"; outer = "mirror"
+
+The shipped ones live in ``assets/palettes``.
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from annotation.document import Instance, InstanceState
+from annotation.resources import asset_path
+
+
+class PaletteError(ValueError):
+    """A palette file that cannot be used; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class ClassDef:
+    name: str
+    color: tuple[int, int, int]
+    key: Optional[str] = None
+    order: int = 0  # drawing order: higher is drawn on top
+
+
+@dataclass(frozen=True)
+class InsideRule:
+    """Every ``inner`` instance must lie inside the union of ``outer`` instances."""
+
+    inner: str
+    outer: str
+    tolerance: float = 0.0  # fraction of the inner area allowed outside
+
+    def describe(self) -> str:
+        return f"{self.inner} lies inside a {self.outer}"
+
+
+@dataclass(frozen=True)
+class RuleViolation:
+    rule: InsideRule
+    instance_id: Optional[int]
+    image_id: int
+    outside_fraction: float
+
+    def message(self) -> str:
+        pct = 100.0 * self.outside_fraction
+        return (
+            f"instance {self.instance_id} ({self.rule.inner}) breaks the rule "
+            f"'{self.rule.describe()}': {pct:.1f}% of it lies outside any {self.rule.outer}"
+        )
+
+
+@dataclass(frozen=True)
+class Palette:
+    name: str
+    classes: tuple[ClassDef, ...]
+    rules: tuple[InsideRule, ...] = ()
+    # CVAT-style "remove underlying pixels": new masks do not take pixels from
+    # accepted masks of other classes
+    exclusive: bool = False
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise PaletteError(f"palette '{self.name}' names a class twice: {names}")
+        for r in self.rules:
+            for n in (r.inner, r.outer):
+                if n not in names:
+                    raise PaletteError(f"palette '{self.name}': rule names unknown class '{n}'")
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def get(self, name: str) -> ClassDef:
+        for c in self.classes:
+            if c.name == name:
+                return c
+        raise KeyError(f"class '{name}' is not in palette '{self.name}' ({', '.join(self.names)})")
+
+    def __contains__(self, name: object) -> bool:
+        return any(c.name == name for c in self.classes)
+
+    def color_of(self, name: str) -> tuple[int, int, int]:
+        return self.get(name).color
+
+    def class_for_color(self, rgb: Sequence[int]) -> Optional[str]:
+        rgb = tuple(int(v) for v in rgb[:3])
+        for c in self.classes:
+            if c.color == rgb:
+                return c.name
+        return None
+
+    def parent_class(self, name: str) -> Optional[str]:
+        """The class an instance of ``name`` must lie inside, if a rule says so."""
+        for r in self.rules:
+            if r.inner == name:
+                return r.outer
+        return None
+
+    def with_class(self, name: str, color: Optional[tuple[int, int, int]] = None) -> "Palette":
+        """This palette plus one class (used when an import brings a class it lacks)."""
+        if name in self:
+            return self
+        color = color or _auto_color(len(self.classes))
+        cls = ClassDef(name, color, None, len(self.classes))
+        return Palette(self.name, self.classes + (cls,), self.rules, self.exclusive)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "exclusive": self.exclusive,
+            "classes": [
+                {"name": c.name, "color": list(c.color), "key": c.key, "order": c.order}
+                for c in self.classes
+            ],
+            "rules": [
+                {"kind": "inside", "inner": r.inner, "outer": r.outer, "tolerance": r.tolerance}
+                for r in self.rules
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<palette>") -> "Palette":
+        try:
+            classes = []
+            for i, c in enumerate(data["classes"]):
+                color = tuple(int(v) for v in c["color"])
+                if len(color) != 3 or not all(0 <= v <= 255 for v in color):
+                    raise PaletteError(f"{source}: class '{c.get('name')}' needs an [r, g, b] colour 0-255")
+                key = c.get("key")
+                classes.append(ClassDef(str(c["name"]), color, None if key is None else str(key), int(c.get("order", i))))
+            rules = []
+            for r in data.get("rules", []):
+                if r.get("kind", "inside") != "inside":
+                    raise PaletteError(f"{source}: unknown rule kind '{r.get('kind')}' (known: inside)")
+                rules.append(InsideRule(str(r["inner"]), str(r["outer"]), float(r.get("tolerance", 0.0))))
+            return cls(str(data.get("name", Path(source).stem)), tuple(classes), tuple(rules), bool(data.get("exclusive", False)))
+        except PaletteError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PaletteError(f"{source}: not a valid palette ({exc!r}); see assets/palettes for examples") from None
+
+
+def _auto_color(i: int) -> tuple[int, int, int]:
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def load_palette(path: str | Path) -> Palette:
+    """Load a palette from a JSON or TOML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PaletteError(f"cannot read palette file {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PaletteError(f"palette file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+    return Palette.from_dict(data, str(path))
+
+
+SHIPPED_PALETTES = ("mirror-glass", "inspection")
+DEFAULT_PALETTE = "mirror-glass"
+
+
+def builtin_palette(name: str = DEFAULT_PALETTE) -> Palette:
+    """One of the palettes shipped in ``assets/palettes`` by name."""
+    if name not in SHIPPED_PALETTES:
+        raise PaletteError(f"no shipped palette '{name}' (shipped: {', '.join(SHIPPED_PALETTES)})")
+    return load_palette(asset_path("palettes", f"{name}.toml"))
+
+
+def resolve_palette(name_or_path: str) -> Palette:
+    """A shipped palette's name, or the path of a palette file."""
+    if name_or_path in SHIPPED_PALETTES:
+        return builtin_palette(name_or_path)
+    return load_palette(name_or_path)
+
+
+def rule_violations(
+    palette: Palette, instances: Iterable[Instance], *, include_proposed: bool = False
+) -> list[RuleViolation]:
+    """List instances that break the palette's rules (e.g. glass-in-mirror outside a mirror).
+
+    Instances are grouped by image; rejected ones are ignored; proposals only when asked.
+    """
+    from annotation.mask import Mask
+
+    by_image: dict[int, list[Instance]] = {}
+    for inst in instances:
+        if inst.state is InstanceState.REJECTED:
+            continue
+        if inst.state is InstanceState.PROPOSED and not include_proposed:
+            continue
+        by_image.setdefault(inst.image_id, []).append(inst)
+    out: list[RuleViolation] = []
+    for image_id, insts in by_image.items():
+        for rule in palette.rules:
+            outers = [i.mask for i in insts if i.class_name == rule.outer]
+            outer = Mask.merge(outers) if outers else None
+            for inst in insts:
+                if inst.class_name != rule.inner or inst.mask.is_empty():
+                    continue
+                inside = outer.intersection_area(inst.mask) if outer is not None else 0
+                frac = 1.0 - inside / inst.mask.area
+                if frac > rule.tolerance:
+                    out.append(RuleViolation(rule, inst.id, image_id, frac))
+    return out
