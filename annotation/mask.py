@@ -99,8 +99,9 @@ def rasterize_polygon(
     else:
         draw.polygon(local, fill=1, outline=1)
     arr = np.asarray(canvas, dtype=bool)
-    arr = arr[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
-    return Mask(cx0, cy0, np.ascontiguousarray(arr), image_size)
+    # a copy: Pillow's buffer is read-only, and masks are edited in place
+    arr = arr[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0].copy()
+    return Mask(cx0, cy0, arr, image_size)
 
 
 class Mask:

@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 def version_text() -> str:
     lines = [f"specula {__version__}"]
     try:
-        from inference.registry import default_registry
+        from inference.registry import Registry
 
-        for info in default_registry().list():
+        for info in Registry.default().list():
             lines.append(f"  model {info.name} {info.version} ({info.task})")
     except Exception as exc:  # the version must print even with a broken registry
         lines.append(f"  models: unavailable ({exc})")
@@ -104,7 +104,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     opener = argparse.ArgumentParser(prog="specula", add_help=False)
     opener.add_argument("project", nargs="?")
     opener.add_argument("--headless", action="store_true")
+    opener.add_argument("--sample", action="store_true", help="open the sample project")
     opts, rest = opener.parse_known_args(argv)
+    if opts.sample:
+        from specula.sample import sample_project_dir
+
+        opts.project = str(sample_project_dir())
     if opts.project and not os.path.isdir(opts.project):
         return fail(f"'{opts.project}' is neither a command nor a project folder (try `specula --help`)")
     if opts.headless or not _has_display():

@@ -1,0 +1,76 @@
+"""The window's actions: tools (checkable, exclusive, objectName ``tool.<name>``), mask
+operations, navigation and view; their shortcuts show in menus and the help overlay."""
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import QMainWindow
+
+from desktop import operations as ops
+
+
+def make_action(win: QMainWindow, name: str, text: str, keys, fn: Callable, checkable: bool = False) -> QAction:
+    a = QAction(text, win)
+    a.setObjectName(name)
+    if isinstance(keys, str):
+        keys = [keys] if keys else []
+    a.setShortcuts([QKeySequence(k) for k in keys])
+    a.setCheckable(checkable)
+    a.triggered.connect(lambda _checked=False: fn())
+    win.addAction(a)
+    return a
+
+
+def build_actions(win) -> dict[str, QAction]:
+    """``win`` is the MainWindow; returns actions by objectName."""
+    A: dict[str, QAction] = {}
+
+    def add(name, text, keys, fn, checkable=False):
+        A[name] = make_action(win, name, text, keys, fn, checkable)
+        return A[name]
+
+    # file / navigation
+    add("file.open", "&Open folder…", "Ctrl+O", win.choose_folder)
+    add("file.save", "&Save (edits are saved as you go)", "Ctrl+S", win.confirm_saved)
+    add("file.quit", "&Quit", "Ctrl+Q", win.close)
+    add("image.next", "&Next image", ["D", "PgDown"], lambda: win.step_image(1))
+    add("image.previous", "&Previous image", ["A", "PgUp"], lambda: win.step_image(-1))
+    add("image.done", "Mark image &done", "Ctrl+Return", win.mark_done)
+    # tools
+    group = QActionGroup(win)
+    group.setExclusive(True)
+    for tool in win.tools.values():
+        a = add(f"tool.{tool.name}", tool.label, tool.shortcut, lambda t=tool: win.set_tool(t.name), True)
+        group.addAction(a)
+    # edit
+    undo = win.undo_stack.createUndoAction(win, "&Undo")
+    undo.setShortcuts(QKeySequence.StandardKey.Undo)
+    undo.setObjectName("edit.undo")
+    redo = win.undo_stack.createRedoAction(win, "&Redo")
+    redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+    redo.setObjectName("edit.redo")
+    for a in (undo, redo):
+        win.addAction(a)
+        A[a.objectName()] = a
+    c = win.canvas
+    add("mask.dilate", "&Dilate selection", ["+", "="], lambda: ops.dilate(c))
+    add("mask.erode", "&Erode selection", "-", lambda: ops.erode(c))
+    add("mask.fill_holes", "&Fill holes", "F", lambda: ops.fill_holes(c))
+    add("mask.remove_small", "Remove s&mall pieces", "K", lambda: ops.remove_small(c))
+    add("mask.split", "S&plit into parts", "S", lambda: ops.split(c))
+    add("mask.merge", "&Merge selected", "M", lambda: ops.merge(c))
+    add("mask.delete", "De&lete selected", "Delete", lambda: ops.delete(c))
+    add("mask.accept", "&Accept selected proposals", "Y", lambda: ops.accept(c))
+    add("mask.hide", "&Hide / show selected", "Ctrl+H", win.toggle_hidden)
+    for i in range(1, 10):
+        add(f"class.{i}", f"Class {i} (sets the current class; changes the selection's)", str(i),
+            lambda i=i: win.class_key(i))
+    # view
+    add("view.fit", "&Fit to window", ["0", "Ctrl+0"], c.fit)
+    add("view.zoom_in", "Zoom &in", "Ctrl++", lambda: c.zoom_at(1.25, c.viewport().rect().center()))
+    add("view.zoom_out", "Zoom &out", "Ctrl+-", lambda: c.zoom_at(0.8, c.viewport().rect().center()))
+    add("brush.bigger", "Brush bigger", "]", lambda: c.set_brush_radius(c.brush_radius * 1.25))
+    add("brush.smaller", "Brush smaller", "[", lambda: c.set_brush_radius(c.brush_radius / 1.25))
+    add("help.show", "&Keyboard shortcuts", ["F1", "?"], win.toggle_help)
+    return A

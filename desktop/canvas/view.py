@@ -1,0 +1,270 @@
+"""The canvas: a QGraphicsView over the tiled photo and one overlay item per instance.
+
+Scene coordinates are image pixels. Wheel zooms about the cursor, Ctrl+wheel goes to
+the tool (brush radius); middle-drag or Space+drag pans; events in between go to the
+active tool in image coordinates.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPen, QUndoCommand, QUndoStack
+from PySide6.QtWidgets import QFrame, QGraphicsEllipseItem, QGraphicsScene, QGraphicsView
+
+from desktop.canvas.overlay import InstanceItem
+from desktop.canvas.tiles import TiledImageItem
+from desktop.geometry.hit import instance_at
+from desktop.session import EditingSession
+from desktop.tools.base import Tool
+
+MIN_ZOOM, MAX_ZOOM = 1 / 64, 64.0
+
+
+class CanvasView(QGraphicsView):
+    status_message = Signal(str)
+    zoom_changed = Signal(float)
+
+    def __init__(self, session: EditingSession, undo_stack: QUndoStack, parent=None):
+        super().__init__(parent)
+        self.setObjectName("canvas")
+        self.session = session
+        self.undo_stack = undo_stack
+        self.setScene(QGraphicsScene(self))
+        self.setBackgroundBrush(QColor(0, 0, 0))
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.MinimalViewportUpdate)
+        self.setOptimizationFlag(QGraphicsView.OptimizationFlag.DontSavePainterState, True)
+        self.setMouseTracking(True)
+        self.viewport().setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.image_item: Optional[TiledImageItem] = None
+        self.items_by_id: dict[int, InstanceItem] = {}
+        self.opacity = 0.45
+        self.brush_radius = 8.0
+        self.tool: Optional[Tool] = None
+        self._panning: Optional[QPoint] = None
+        self._space = False
+        self._brush_cursor = QGraphicsEllipseItem()
+        pen = QPen(QColor(255, 255, 255), 1)
+        pen.setCosmetic(True)
+        self._brush_cursor.setPen(pen)
+        self._brush_cursor.setZValue(20)
+        self._brush_cursor.setVisible(False)
+        self.scene().addItem(self._brush_cursor)
+        session.instance_changed.connect(self._on_instance_changed)
+        session.instance_added.connect(self._on_instance_added)
+        session.instance_removed.connect(self._on_instance_removed)
+        session.selection_changed.connect(self._restyle_all)
+        session.palette_changed.connect(self._restyle_all)
+
+    # ------------------------------------------------------------ content
+    def set_image(self, rgb) -> None:
+        """Show an (H, W, 3) uint8 RGB array and the session's instances."""
+        if self.tool is not None:
+            self.tool.cancel()
+        for item in self.items_by_id.values():
+            self.scene().removeItem(item)
+        self.items_by_id.clear()
+        if self.image_item is not None:
+            self.scene().removeItem(self.image_item)
+            self.image_item = None
+        if rgb is None:
+            return
+        self.image_item = TiledImageItem(rgb)
+        self.scene().addItem(self.image_item)
+        h, w = rgb.shape[:2]
+        # room around the image so that any point can be zoomed about / centred
+        self.setSceneRect(QRectF(-w, -h, 3 * w, 3 * h))
+        for iid in self.session.instances:
+            self._on_instance_added(iid)
+        self.fit()
+
+    def _style_of(self, inst):
+        try:
+            rgb = self.session.palette.color_of(inst.class_name)
+        except KeyError:
+            rgb = (200, 200, 200)
+        return rgb, self.opacity, inst.id in self.session.selection
+
+    def _on_instance_added(self, iid: int) -> None:
+        inst = self.session.instances[iid]
+        rgb, op, sel = self._style_of(inst)
+        item = InstanceItem(inst, rgb, op)
+        item.set_style(rgb, op, sel)
+        item.setVisible(self.session.is_visible(inst))
+        self.scene().addItem(item)
+        self.items_by_id[iid] = item
+
+    def _on_instance_removed(self, iid: int) -> None:
+        item = self.items_by_id.pop(iid, None)
+        if item is not None:
+            self.scene().removeItem(item)
+
+    def _on_instance_changed(self, iid: int, box) -> None:
+        item = self.items_by_id.get(iid)
+        if item is None:
+            return
+        inst = self.session.instances[iid]
+        item.inst = inst
+        if box is None:
+            rgb, op, sel = self._style_of(inst)
+            item.set_style(rgb, op, sel)
+            item.rebuild()
+            item.setVisible(self.session.is_visible(inst))
+        else:
+            item.update_box(box)
+
+    def instance_pixels_changed(self, iid: int, box) -> None:
+        """A live stroke changed ``box`` of an instance's mask (no commit yet)."""
+        item = self.items_by_id.get(iid)
+        if item is not None:
+            item.update_box(box)
+
+    def _restyle_all(self) -> None:
+        for iid, item in self.items_by_id.items():
+            inst = self.session.instances.get(iid)
+            if inst is not None:
+                item.set_style(*self._style_of(inst))
+
+    def set_opacity(self, opacity: float) -> None:
+        self.opacity = opacity
+        self._restyle_all()
+
+    # ------------------------------------------------------------ tools
+    def set_tool(self, tool: Tool) -> None:
+        if self.tool is not None:
+            self.tool.deactivate()
+        self.tool = tool
+        tool.activate()
+
+    def push(self, command: QUndoCommand) -> None:
+        self.undo_stack.push(command)
+
+    def message(self, text: str) -> None:
+        self.status_message.emit(text)
+
+    def instance_at(self, pos: QPointF):
+        return instance_at(
+            (i for i in self.session.instances.values() if self.session.is_visible(i)), pos.x(), pos.y()
+        )
+
+    # ------------------------------------------------------------ brush cursor
+    def set_brush_radius(self, r: float) -> None:
+        self.brush_radius = float(min(500.0, max(1.0, r)))
+        self._update_brush_cursor()
+        self.message(f"Brush radius {self.brush_radius:.0f} px")
+
+    def show_brush_cursor(self, on: bool) -> None:
+        self._brush_cursor.setVisible(on)
+        self._update_brush_cursor()
+
+    def move_brush_cursor(self, pos: QPointF) -> None:
+        self._brush_cursor.setPos(pos)
+
+    def _update_brush_cursor(self) -> None:
+        r = self.brush_radius
+        # the true footprint: a disk of radius r around the pixel centre
+        self._brush_cursor.setRect(QRectF(-r, -r, 2 * r, 2 * r).adjusted(0.5, 0.5, 0.5, 0.5))
+
+    # ------------------------------------------------------------ view
+    @property
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def fit(self) -> None:
+        if self.image_item is None:
+            return
+        r = self.image_item.boundingRect()
+        self.fitInView(r, Qt.AspectRatioMode.KeepAspectRatio)
+        self.zoom_changed.emit(self.zoom)
+
+    def zoom_at(self, factor: float, view_pos: QPoint) -> None:
+        z = self.zoom
+        factor = max(MIN_ZOOM / z, min(MAX_ZOOM / z, factor))
+        before = self.mapToScene(view_pos)
+        self.scale(factor, factor)
+        after = self.mapFromScene(before)
+        d = after - view_pos
+        self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + d.x())
+        self.verticalScrollBar().setValue(self.verticalScrollBar().value() + d.y())
+        self.zoom_changed.emit(self.zoom)
+
+    def centre_on_instance(self, iid: int) -> None:
+        inst = self.session.instances.get(iid)
+        if inst is None or inst.mask.is_empty():
+            return
+        x0, y0, x1, y1 = inst.mask.bbox
+        self.centerOn(QPointF((x0 + x1) / 2, (y0 + y1) / 2))
+
+    def start_pan(self) -> None:
+        self._panning = self._last_view_pos
+
+    # ------------------------------------------------------------ events
+    _last_view_pos = QPoint(0, 0)
+
+    def wheelEvent(self, event) -> None:
+        steps = event.angleDelta().y() / 120.0
+        mods = event.modifiers()
+        if mods & Qt.KeyboardModifier.ControlModifier and self.tool is not None:
+            if self.tool.wheel(steps, mods):
+                return
+            self.set_brush_radius(self.brush_radius * (1.15 ** steps))
+            return
+        self.zoom_at(1.25 ** steps, event.position().toPoint())
+
+    def mousePressEvent(self, event) -> None:
+        self.setFocus()
+        self._last_view_pos = event.position().toPoint()
+        if event.button() == Qt.MouseButton.MiddleButton or (
+            self._space and event.button() == Qt.MouseButton.LeftButton
+        ):
+            self._panning = event.position().toPoint()
+            return
+        if self.tool is not None and self.image_item is not None:
+            if self.tool.press(self.mapToScene(event.position().toPoint()), event.button(), event.modifiers()):
+                return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:
+        p = event.position().toPoint()
+        self._last_view_pos = p
+        if self._panning is not None:
+            d = p - self._panning
+            self._panning = p
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - d.x())
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - d.y())
+            return
+        if self.tool is not None and self.image_item is not None:
+            self.tool.move(self.mapToScene(p), event.modifiers())
+
+    def mouseReleaseEvent(self, event) -> None:
+        if self._panning is not None:
+            self._panning = None
+            return
+        if self.tool is not None and self.image_item is not None:
+            self.tool.release(self.mapToScene(event.position().toPoint()), event.button(), event.modifiers())
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        if self.tool is not None and self.image_item is not None and event.button() == Qt.MouseButton.LeftButton:
+            if self.tool.double_click(self.mapToScene(event.position().toPoint()), event.modifiers()):
+                return
+        self.mousePressEvent(event)
+
+    def keyPressEvent(self, event) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = True
+            return
+        if self.tool is not None and self.tool.key(event.key(), event.modifiers()):
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = False
+            return
+        super().keyReleaseEvent(event)

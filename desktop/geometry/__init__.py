@@ -1,0 +1,1 @@
+"""Pure helpers of the editor (numpy only, no Qt): hit-testing, reroute, overlap, overlay pixels."""

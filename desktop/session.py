@@ -1,0 +1,195 @@
+"""The editing session: the open project, the current image, its instances, the
+selection, the current class and the overlap policy. Plain Python (no Qt).
+
+Every method that changes an instance commits it to the store before returning
+(autosave), so a crash loses at most the stroke in progress. Views subscribe to the
+hooks; undo commands call the ``*_raw`` style methods below.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable, Optional
+
+import numpy as np
+
+from annotation.document import ImageRecord, ImageStatus, Instance, InstanceState
+from annotation.mask import Mask
+from annotation.palette import Palette, rule_violations
+from annotation.store import ProjectStore
+from desktop.geometry.overlap import OverlapPolicy
+from desktop.hooks import Hook
+
+Box = tuple[int, int, int, int]
+
+
+class EditingSession:
+    def __init__(self, store: ProjectStore):
+        self.store = store
+        self.image: Optional[ImageRecord] = None
+        self.instances: dict[int, Instance] = {}
+        self.selection: list[int] = []
+        self.hidden_classes: set[str] = set()
+        self.palette: Palette = store.palette
+        self.current_class: str = self.palette.names[0]
+        self.overlap_enabled: bool = self.palette.exclusive
+        # hooks: views listen, the session never knows a widget
+        self.image_changed = Hook()  # ()
+        self.instance_changed = Hook()  # (instance_id, box or None for "everything")
+        self.instance_added = Hook()  # (instance_id)
+        self.instance_removed = Hook()  # (instance_id)
+        self.selection_changed = Hook()  # ()
+        self.palette_changed = Hook()  # ()
+        self.current_class_changed = Hook()  # (name)
+        self.images_changed = Hook()  # () statuses / counts
+        self.warnings_changed = Hook()  # (list[str])
+
+    # ------------------------------------------------------------ image
+    def open_image(self, image_id: int) -> None:
+        self.image = self.store.image(image_id)
+        self.instances = {i.id: i for i in self.store.instances(image_id) if i.state is not InstanceState.REJECTED}
+        self.selection = []
+        self.image_changed.emit()
+        self.selection_changed.emit()
+        self.check_rules()
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        assert self.image is not None
+        return self.image.size
+
+    def mark_in_progress(self) -> None:
+        if self.image is not None and self.image.status is ImageStatus.NEW:
+            self.store.set_image_status(self.image.id, ImageStatus.IN_PROGRESS)
+            self.image.status = ImageStatus.IN_PROGRESS
+            self.images_changed.emit()
+
+    def set_image_status(self, status: ImageStatus) -> None:
+        if self.image is None:
+            return
+        self.store.set_image_status(self.image.id, status)
+        self.image.status = ImageStatus(status)
+        self.images_changed.emit()
+
+    # ------------------------------------------------------------ palette / class
+    def set_palette(self, palette: Palette) -> None:
+        self.store.set_palette(palette)
+        self.palette = palette
+        self.overlap_enabled = palette.exclusive
+        if self.current_class not in palette:
+            self.current_class = palette.names[0]
+        self.palette_changed.emit()
+        self.current_class_changed.emit(self.current_class)
+        self.check_rules()
+
+    def set_current_class(self, name: str) -> None:
+        if name not in self.palette:
+            raise KeyError(name)
+        self.current_class = name
+        self.current_class_changed.emit(name)
+
+    @property
+    def policy(self) -> OverlapPolicy:
+        return OverlapPolicy(self.palette, self.overlap_enabled)
+
+    def clip(self, class_name: str, box: Box, before: np.ndarray, after: np.ndarray,
+             exclude_id: Optional[int] = None) -> np.ndarray:
+        """``after`` with pixels the overlap policy forbids removed from the added ones."""
+        return self.policy.clip(class_name, box, before, after, self.instances.values(), exclude_id)
+
+    def clip_new_mask(self, class_name: str, mask: Mask) -> Mask:
+        if mask.is_empty() or not self.overlap_enabled:
+            return mask
+        box = mask.bbox
+        after = self.clip(class_name, box, np.zeros((box[3] - box[1], box[2] - box[0]), bool), mask.read_box(box))
+        return Mask(box[0], box[1], after, mask.image_size).cropped()
+
+    def check_rules(self) -> list[str]:
+        msgs = [v.message() for v in rule_violations(self.palette, self.instances.values())]
+        self.warnings_changed.emit(msgs)
+        return msgs
+
+    # ------------------------------------------------------------ selection / visibility
+    def select(self, ids: Iterable[int]) -> None:
+        ids = [i for i in ids if i in self.instances]
+        if ids != self.selection:
+            self.selection = ids
+            self.selection_changed.emit()
+
+    @property
+    def selected(self) -> Optional[Instance]:
+        return self.instances.get(self.selection[0]) if self.selection else None
+
+    def set_hidden(self, instance_id: int, hidden: bool) -> None:
+        inst = self.instances[instance_id]
+        if inst.hidden != hidden:
+            inst.hidden = hidden
+            self.store.update_instance(inst, touch=False)
+            self.instance_changed.emit(instance_id, None)
+
+    def set_class_hidden(self, name: str, hidden: bool) -> None:
+        if hidden:
+            self.hidden_classes.add(name)
+        else:
+            self.hidden_classes.discard(name)
+        for iid, inst in self.instances.items():
+            if inst.class_name == name:
+                self.instance_changed.emit(iid, None)
+
+    def is_visible(self, inst: Instance) -> bool:
+        return not inst.hidden and inst.class_name not in self.hidden_classes
+
+    # ------------------------------------------------------------ edits (commit at once)
+    def write_mask(self, instance_id: int, box: Box, values: np.ndarray) -> None:
+        """Overwrite the mask over ``box`` and commit; used by undo commands both ways."""
+        inst = self.instances[instance_id]
+        inst.mask.write_box(box, values)
+        self.store.update_instance(inst)
+        self.mark_in_progress()
+        self.instance_changed.emit(instance_id, box)
+
+    def commit_instance(self, instance_id: int) -> None:
+        """Commit an instance whose mask was changed in place (a live stroke)."""
+        self.store.update_instance(self.instances[instance_id])
+
+    def add_instance(self, inst: Instance) -> int:
+        """Store ``inst`` (keeping ``inst.id`` when set: undo of a delete) and show it."""
+        assert self.image is not None
+        inst.image_id = self.image.id
+        self.store.add_instance(inst)
+        self.instances[inst.id] = inst
+        self.mark_in_progress()
+        self.instance_added.emit(inst.id)
+        return inst.id
+
+    def remove_instance(self, instance_id: int) -> Instance:
+        inst = self.instances.pop(instance_id)
+        self.store.delete_instance(instance_id)
+        if instance_id in self.selection:
+            self.selection = [i for i in self.selection if i != instance_id]
+            self.selection_changed.emit()
+        self.instance_removed.emit(instance_id)
+        return inst
+
+    def set_class(self, instance_id: int, class_name: str) -> None:
+        inst = self.instances[instance_id]
+        inst.class_name = class_name
+        self.store.update_instance(inst)
+        self.instance_changed.emit(instance_id, None)
+
+    def set_state(self, instance_id: int, state: InstanceState) -> None:
+        inst = self.instances[instance_id]
+        inst.state = InstanceState(state)
+        self.store.update_instance(inst)
+        self.instance_changed.emit(instance_id, None)
+
+    def log(self, action: str, *, instance_id: Optional[int] = None, class_name: Optional[str] = None,
+            started: Optional[float] = None, ended: Optional[float] = None, **details) -> None:
+        self.store.log(
+            action,
+            image_id=None if self.image is None else self.image.id,
+            instance_id=instance_id,
+            class_name=class_name,
+            started=started,
+            ended=time.time() if ended is None else ended,
+            **details,
+        )

@@ -1,0 +1,138 @@
+"""Brush (B) and eraser (E) on the selected instance; the smart brush (Shift+B) adds
+when the stroke starts inside the selected mask and cuts when it starts outside
+(LabelMeLite). Radius on Ctrl+wheel and [ ]. Strokes are interpolated between mouse
+positions (``Mask.paint_stroke``) and are one undo step, holding the stroke's box."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from PySide6.QtCore import QPointF, Qt
+
+from desktop.commands import MaskEditCommand
+from desktop.geometry.hit import contains
+from desktop.tools.base import Tool
+
+MIN_RADIUS, MAX_RADIUS = 1.0, 500.0
+
+
+def union_box(a, b):
+    if a is None:
+        return b
+    if b[2] <= b[0] or b[3] <= b[1]:
+        return a
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+class BrushTool(Tool):
+    name = "brush"
+    shortcut = "B"
+    label = "Brush"
+    mode = "add"  # "add", "erase" or "auto"
+    cursor = Qt.CursorShape.BlankCursor
+
+    def __init__(self, canvas):
+        super().__init__(canvas)
+        self._inst = None
+        self._snapshot = None
+        self._value = True
+        self._last = None
+        self._box = None
+        self._started = 0.0
+
+    @property
+    def radius(self) -> float:
+        return self.canvas.brush_radius
+
+    @property
+    def busy(self) -> bool:
+        return self._inst is not None
+
+    def activate(self) -> None:
+        super().activate()
+        self.canvas.show_brush_cursor(True)
+
+    def deactivate(self) -> None:
+        super().deactivate()
+        self.canvas.show_brush_cursor(False)
+
+    def press(self, pos: QPointF, button, mods) -> bool:
+        if button != Qt.MouseButton.LeftButton:
+            return False
+        inst = self.session.selected
+        if inst is None:
+            self.canvas.message("Select an instance to paint on (V, then click), or draw one with the polygon (W)")
+            return True
+        if self.mode == "auto":
+            self._value = contains(inst, pos.x(), pos.y())
+        else:
+            self._value = self.mode == "add"
+        self._inst = inst
+        self._snapshot = inst.mask.copy()
+        self._started = time.time()
+        self._box = None
+        self._last = (pos.x(), pos.y())
+        self._dab([self._last])
+        return True
+
+    def _dab(self, points) -> None:
+        inst = self._inst
+        box = inst.mask.paint_stroke(points, self.radius, self._value)
+        if box[2] <= box[0] or box[3] <= box[1]:
+            return
+        if self._value and self.session.overlap_enabled:
+            after = inst.mask.read_box(box)
+            clipped = self.session.clip(inst.class_name, box, self._snapshot.read_box(box), after, exclude_id=inst.id)
+            if clipped is not after:
+                inst.mask.write_box(box, clipped)
+        self._box = union_box(self._box, box)
+        self.canvas.instance_pixels_changed(inst.id, box)
+
+    def move(self, pos: QPointF, mods) -> None:
+        self.canvas.move_brush_cursor(pos)
+        if self._inst is None:
+            return
+        p = (pos.x(), pos.y())
+        if p != self._last:
+            self._dab([self._last, p])
+            self._last = p
+
+    def release(self, pos: QPointF, button, mods) -> None:
+        if self._inst is None or button != Qt.MouseButton.LeftButton:
+            return
+        inst, snap, box = self._inst, self._snapshot, self._box
+        self._inst = self._snapshot = None
+        if box is None:
+            return
+        before = snap.read_box(box)
+        after = inst.mask.read_box(box)
+        if np.array_equal(before, after):
+            return
+        action = "brush" if self._value else "erase"
+        self.canvas.push(MaskEditCommand(self.session, inst.id, box, before, after, action, started=self._started,
+                                         radius=self.radius, mode=self.mode))
+
+    def cancel(self) -> None:
+        if self._inst is not None and self._box is not None:
+            # put the stroke in progress back
+            self._inst.mask.write_box(self._box, self._snapshot.read_box(self._box))
+            self.canvas.instance_pixels_changed(self._inst.id, self._box)
+        self._inst = self._snapshot = None
+
+    def wheel(self, steps: float, mods) -> bool:
+        self.canvas.set_brush_radius(self.radius * (1.15 ** steps))
+        return True
+
+
+class EraserTool(BrushTool):
+    name = "eraser"
+    shortcut = "E"
+    label = "Eraser"
+    mode = "erase"
+
+
+class SmartBrushTool(BrushTool):
+    name = "smartbrush"
+    shortcut = "Shift+B"
+    label = "Smart brush (adds inside, cuts outside)"
+    mode = "auto"

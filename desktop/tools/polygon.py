@@ -1,0 +1,129 @@
+"""Polygon (W): click vertices (straight segments); close by clicking the first vertex
+or Enter; Backspace removes the last vertex; Esc cancels. The closed polygon is
+rasterised with annotation's ``rasterize_polygon`` into a new instance of the current
+class, or with Shift added to / with Ctrl cut from the selected instance."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QColor, QPainterPath, QPen
+from PySide6.QtWidgets import QGraphicsPathItem
+
+from annotation.document import Instance
+from annotation.mask import rasterize_polygon
+from desktop.commands import AddInstanceCommand, MaskEditCommand
+from desktop.tools.base import Tool
+
+CLOSE_PX = 8  # screen pixels around the first vertex that close the polygon
+
+
+class PolygonTool(Tool):
+    name = "polygon"
+    shortcut = "W"
+    label = "Polygon"
+    cursor = Qt.CursorShape.CrossCursor
+
+    def __init__(self, canvas):
+        super().__init__(canvas)
+        self.points: list[tuple[float, float]] = []
+        self.hover: tuple[float, float] | None = None
+        self.started = 0.0
+        self._item: QGraphicsPathItem | None = None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.points)
+
+    def _preview(self) -> None:
+        if self._item is None:
+            self._item = QGraphicsPathItem()
+            pen = QPen(QColor(255, 255, 0), 1.5)
+            pen.setCosmetic(True)
+            self._item.setPen(pen)
+            self._item.setZValue(10)
+            self.canvas.scene().addItem(self._item)
+        path = QPainterPath()
+        if self.points:
+            path.moveTo(*self.points[0])
+            for p in self.points[1:]:
+                path.lineTo(*p)
+            if self.hover is not None:
+                path.lineTo(*self.hover)
+        self._item.setPath(path)
+
+    def cancel(self) -> None:
+        self.points = []
+        self.hover = None
+        if self._item is not None:
+            self.canvas.scene().removeItem(self._item)
+            self._item = None
+
+    def press(self, pos: QPointF, button, mods) -> bool:
+        if button != Qt.MouseButton.LeftButton:
+            return False
+        p = (pos.x(), pos.y())
+        if len(self.points) >= 3:
+            fx, fy = self.points[0]
+            if math.hypot(p[0] - fx, p[1] - fy) <= self.screen_px(CLOSE_PX):
+                self.close(mods)
+                return True
+        if not self.points:
+            self.started = time.time()
+        self.points.append(p)
+        self._preview()
+        return True
+
+    def move(self, pos: QPointF, mods) -> None:
+        if self.points:
+            self.hover = (pos.x(), pos.y())
+            self._preview()
+
+    def double_click(self, pos, mods) -> bool:
+        return bool(self.points) or super().double_click(pos, mods)
+
+    def key(self, key: int, mods) -> bool:
+        if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.points:
+            self.close(mods)
+            return True
+        if key == Qt.Key.Key_Backspace and self.points:
+            self.points.pop()
+            self._preview()
+            return True
+        if key == Qt.Key.Key_Escape and self.points:
+            self.cancel()
+            return True
+        return False
+
+    def close(self, mods) -> None:
+        pts = self.points
+        started = self.started
+        self.cancel()
+        if len(pts) < 3 or self.session.image is None:
+            return
+        s = self.session
+        poly = rasterize_polygon(np.asarray(pts), s.image_size)
+        if poly.is_empty():
+            return
+        sel = s.selected
+        shift = bool(mods & Qt.KeyboardModifier.ShiftModifier)
+        ctrl = bool(mods & Qt.KeyboardModifier.ControlModifier)
+        if sel is not None and (shift or ctrl):
+            box = poly.bbox
+            before = sel.mask.read_box(box)
+            inside = poly.read_box(box)
+            after = before | inside if shift else before & ~inside
+            if shift:
+                after = s.clip(sel.class_name, box, before, after, exclude_id=sel.id)
+            if not np.array_equal(before, after):
+                self.canvas.push(MaskEditCommand(s, sel.id, box, before, after, "draw_polygon", started=started,
+                                                 mode="add" if shift else "cut", vertices=len(pts)))
+            return
+        mask = s.clip_new_mask(s.current_class, poly)
+        if mask.is_empty():
+            self.canvas.message("The polygon lies entirely on masks of other classes (overlap policy)")
+            return
+        inst = Instance(image_id=s.image.id, class_name=s.current_class, mask=mask)
+        self.canvas.push(AddInstanceCommand(s, inst, "draw_polygon", started=started, vertices=len(pts)))

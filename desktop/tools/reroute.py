@@ -1,0 +1,97 @@
+"""Boundary reroute (R): press near the selected instance's boundary, trace a new
+path, release near the boundary; the boundary follows the path
+(``desktop.geometry.reroute``)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QColor, QPainterPath, QPen
+from PySide6.QtWidgets import QGraphicsPathItem
+
+from desktop.commands import MaskEditCommand
+from desktop.geometry.reroute import near_boundary, reroute
+from desktop.tools.base import Tool
+
+NEAR_PX = 8  # screen pixels: how close to the boundary a trace must start and end
+
+
+class RerouteTool(Tool):
+    name = "reroute"
+    shortcut = "R"
+    label = "Boundary reroute"
+    cursor = Qt.CursorShape.CrossCursor
+
+    def __init__(self, canvas):
+        super().__init__(canvas)
+        self.path: list[tuple[float, float]] = []
+        self._item = None
+        self._started = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.path)
+
+    def press(self, pos: QPointF, button, mods) -> bool:
+        if button != Qt.MouseButton.LeftButton:
+            return False
+        inst = self.session.selected
+        if inst is None:
+            self.canvas.message("Select an instance whose boundary to reroute (double-click it)")
+            return True
+        if not near_boundary(inst.mask, pos.x(), pos.y(), self.screen_px(NEAR_PX)):
+            self.canvas.message("Start the trace on the selected instance's boundary")
+            return True
+        self.path = [(pos.x(), pos.y())]
+        self._started = time.time()
+        self._preview()
+        return True
+
+    def move(self, pos: QPointF, mods) -> None:
+        if self.path:
+            self.path.append((pos.x(), pos.y()))
+            self._preview()
+
+    def release(self, pos: QPointF, button, mods) -> None:
+        if not self.path or button != Qt.MouseButton.LeftButton:
+            return
+        if (pos.x(), pos.y()) != self.path[-1]:
+            self.path.append((pos.x(), pos.y()))
+        path = self.path
+        self.cancel()
+        inst = self.session.selected
+        if inst is None:
+            return
+        res = reroute(inst.mask, np.asarray(path), snap_radius=self.screen_px(NEAR_PX) + 1)
+        if res is None:
+            self.canvas.message("End the trace on the boundary to reroute it")
+            return
+        after = res.after
+        if res.added:
+            after = self.session.clip(inst.class_name, res.box, res.before, after, exclude_id=inst.id)
+        if np.array_equal(after, res.before):
+            self.canvas.message("The trace did not change the mask")
+            return
+        self.canvas.push(MaskEditCommand(self.session, inst.id, res.box, res.before, after, "reroute",
+                                         started=self._started, points=len(path)))
+
+    def _preview(self) -> None:
+        if self._item is None:
+            self._item = QGraphicsPathItem()
+            pen = QPen(QColor(255, 255, 0), 2)
+            pen.setCosmetic(True)
+            self._item.setPen(pen)
+            self._item.setZValue(10)
+            self.canvas.scene().addItem(self._item)
+        p = QPainterPath()
+        p.moveTo(*self.path[0])
+        for q in self.path[1:]:
+            p.lineTo(*q)
+        self._item.setPath(p)
+
+    def cancel(self) -> None:
+        self.path = []
+        if self._item is not None:
+            self.canvas.scene().removeItem(self._item)
+            self._item = None

@@ -1,0 +1,54 @@
+"""Desktop tests run offscreen; QSettings point at a temporary folder."""
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("SPECULA_DATA", REPO / ".." / "shared" / "data")).resolve()
+GDD = DATA / "glass-gdd"
+IMAGES = ["1000.jpg", "1003.jpg"]
+
+
+@pytest.fixture(autouse=True)
+def _settings_in_tmp(tmp_path_factory):
+    from PySide6.QtCore import QSettings
+
+    d = tmp_path_factory.mktemp("qsettings")
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(d))
+    yield d
+
+
+@pytest.fixture
+def project(tmp_path):
+    if not (GDD / "image" / IMAGES[0]).exists():
+        pytest.skip(f"GDD images not found under {GDD} (set SPECULA_DATA)")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    for name in IMAGES:
+        shutil.copy(GDD / "image" / name, proj / name)
+    return proj
+
+
+@pytest.fixture
+def window(qtbot, project):
+    from PySide6.QtCore import QPointF
+
+    from desktop.main_window import MainWindow
+
+    win = MainWindow(str(project))
+    qtbot.addWidget(win)
+    win.resize(1400, 900)
+    win.show()
+    qtbot.waitExposed(win)
+    qtbot.waitUntil(lambda: win.image_ready, timeout=20000)
+    # zoom 1, centred: image pixels map to whole view pixels exactly
+    c = win.canvas
+    c.resetTransform()
+    c.centerOn(QPointF(640, 512))
+    yield win
+    win.close()

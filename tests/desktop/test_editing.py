@@ -1,0 +1,188 @@
+"""End to end: the real main window driven with mouse and key events on a real project."""
+import numpy as np
+from PySide6.QtCore import Qt
+
+from annotation.mask import rasterize_polygon
+from desktop_helpers import click, densify, drag, fresh_instances, scene_point
+
+SQUARE = [(500, 400), (700, 400), (700, 600), (500, 600)]
+
+
+def draw_square(qtbot, win, pts=SQUARE):
+    win.actions_by_name["tool.polygon"].trigger()
+    c = win.canvas
+    for x, y in pts:
+        click(qtbot, c, x, y)
+    click(qtbot, c, *pts[0])  # close on the first vertex
+    return rasterize_polygon([scene_point(c, x, y) for x, y in pts], win.session.image_size)
+
+
+def masks(win):
+    return {i: inst.mask.copy() for i, inst in win.session.instances.items()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+
+
+def test_polygon_is_stored_as_rasterized(qtbot, window, project):
+    expected = draw_square(qtbot, window)
+    insts = fresh_instances(project, window.session.image.path)
+    assert len(insts) == 1
+    assert insts[0].mask == expected
+    assert insts[0].class_name == "mirror"
+    log = [i.action for i in window.store.interactions()]
+    assert "draw_polygon" in log
+
+
+def test_polygon_keys_enter_backspace_escape(qtbot, window):
+    c = window.canvas
+    window.actions_by_name["tool.polygon"].trigger()
+    for x, y in SQUARE + [(650, 650)]:
+        click(qtbot, c, x, y)
+    qtbot.keyClick(c, Qt.Key.Key_Backspace)  # drops (650, 650)
+    qtbot.keyClick(c, Qt.Key.Key_Return)
+    assert len(window.session.instances) == 1
+    inst = next(iter(window.session.instances.values()))
+    assert inst.mask == rasterize_polygon([scene_point(c, *p) for p in SQUARE], inst.mask.image_size)
+    click(qtbot, c, 100, 100)
+    click(qtbot, c, 200, 100)
+    qtbot.keyClick(c, Qt.Key.Key_Escape)
+    qtbot.keyClick(c, Qt.Key.Key_Return)
+    assert len(window.session.instances) == 1
+
+
+def test_brush_and_eraser_then_undo_redo(qtbot, window, project):
+    draw_square(qtbot, window)
+    inst = next(iter(window.session.instances.values()))
+    a0 = inst.mask.area
+    states = [masks(window)]
+    c = window.canvas
+    c.set_brush_radius(6)
+    window.actions_by_name["tool.brush"].trigger()
+    drag(qtbot, c, densify([(690, 500), (760, 500), (760, 540)], step=15))  # fast drag, large steps
+    a1 = inst.mask.area
+    assert a1 > a0
+    # no gaps: the whole stroke line is painted
+    assert inst.mask.read_box((700, 497, 760, 504)).all()
+    states.append(masks(window))
+    window.actions_by_name["tool.eraser"].trigger()
+    drag(qtbot, c, densify([(550, 450), (650, 450)]))
+    assert inst.mask.area < a1
+    assert not inst.mask.read_box((555, 447, 645, 454)).any()  # holes survive
+    states.append(masks(window))
+    stored = fresh_instances(project, window.session.image.path)
+    assert stored[0].mask == inst.mask
+    acts = [i.action for i in window.store.interactions()]
+    assert "brush" in acts and "erase" in acts
+    for it in window.store.interactions(actions=["brush", "erase"]):
+        assert it.ended >= it.started and "area_change" in it.details
+    # undo everything back to identical masks, then redo
+    stack = window.undo_stack
+    for expected in reversed(states[:-1]):
+        stack.undo()
+        assert same(masks(window), expected)
+    stack.undo()  # the polygon
+    assert window.session.instances == {}
+    assert fresh_instances(project, window.session.image.path) == []
+    stack.redo()
+    for expected in states[1:]:
+        stack.redo()
+        assert same(masks(window), expected)
+    assert fresh_instances(project, window.session.image.path)[0].mask == states[-1][inst.id]
+
+
+def test_reroute_outward_and_inward(qtbot, window):
+    draw_square(qtbot, window)
+    inst = next(iter(window.session.instances.values()))
+    c = window.canvas
+    window.actions_by_name["tool.reroute"].trigger()
+    m0 = inst.mask.copy()
+    # outward: from the top edge up 40 px, across 100 px, back down
+    drag(qtbot, c, densify([(550, 400), (550, 360), (650, 360), (650, 400)]))
+    m1 = inst.mask.copy()
+    gain = m1.area - m0.area
+    assert 0.8 * 100 * 40 < gain < 1.2 * 100 * 40
+    assert m1.bbox[1] == 360
+    # inward: a 50 px deep notch from the left edge
+    drag(qtbot, c, densify([(500, 450), (550, 450), (550, 550), (500, 550)]))
+    m2 = inst.mask.copy()
+    loss = m1.area - m2.area
+    assert 0.8 * 50 * 100 < loss < 1.2 * 50 * 100
+    assert not m2.read_box((502, 455, 548, 545)).any()
+    acts = [i.action for i in window.store.interactions(actions=["reroute"])]
+    assert len(acts) == 2
+    window.undo_stack.undo()
+    assert inst.mask == m1
+    window.undo_stack.undo()
+    assert inst.mask == m0
+    window.undo_stack.redo()
+    window.undo_stack.redo()
+    assert inst.mask == m2
+
+
+def test_shift_adds_ctrl_cuts_and_ops(qtbot, window):
+    draw_square(qtbot, window)
+    inst = next(iter(window.session.instances.values()))
+    c = window.canvas
+    window.actions_by_name["tool.polygon"].trigger()
+    extra = [(650, 550), (800, 550), (800, 650), (650, 650)]
+    for p in extra:
+        click(qtbot, c, *p)
+    click(qtbot, c, *extra[0], Qt.KeyboardModifier.ShiftModifier)
+    assert len(window.session.instances) == 1
+    assert inst.mask.bbox[2] == 801
+    hole = [(560, 460), (640, 460), (640, 540), (560, 540)]
+    for p in hole:
+        click(qtbot, c, *p)
+    click(qtbot, c, *hole[0], Qt.KeyboardModifier.ControlModifier)
+    assert not inst.mask.read_box((570, 470, 630, 530)).any()
+    before = inst.mask.copy()
+    A = window.actions_by_name
+    A["mask.fill_holes"].trigger()
+    assert inst.mask.read_box((570, 470, 630, 530)).all()
+    A["mask.dilate"].trigger()
+    A["mask.erode"].trigger()
+    for _ in range(3):
+        window.undo_stack.undo()
+    assert inst.mask == before
+
+
+def test_split_merge_delete_class_and_kill_reopen(qtbot, window, project):
+    c = window.canvas
+    draw_square(qtbot, window)
+    draw_square(qtbot, window, [(100, 100), (200, 100), (200, 200), (100, 200)])
+    ids = list(window.session.instances)
+    window.session.select(ids)
+    window.actions_by_name["mask.merge"].trigger()
+    assert len(window.session.instances) == 1
+    window.actions_by_name["mask.split"].trigger()
+    assert len(window.session.instances) == 2
+    # number key 2: current class and the selection's class
+    window.session.select([next(iter(window.session.instances))])
+    window.actions_by_name["class.2"].trigger()
+    assert window.session.current_class == "glass"
+    classes = sorted(i.class_name for i in window.session.instances.values())
+    assert classes == ["glass", "mirror"]
+    window.actions_by_name["mask.delete"].trigger()
+    assert len(window.session.instances) == 1
+    expected = masks(window)
+    # "kill": no save, read through a fresh connection while the window is still open
+    stored = fresh_instances(project, window.session.image.path)
+    assert {i.id: i.mask for i in stored}.keys() == expected.keys()
+    assert all(i.mask == expected[i.id] for i in stored)
+    window.undo_stack.undo()  # undo delete restores the same id
+    assert len(fresh_instances(project, window.session.image.path)) == 2
+
+
+def test_double_click_selects_and_centres(qtbot, window):
+    draw_square(qtbot, window)
+    window.actions_by_name["tool.select"].trigger()
+    window.session.select([])
+    c = window.canvas
+    from desktop_helpers import view_pos
+
+    qtbot.mouseDClick(c.viewport(), Qt.MouseButton.LeftButton, pos=view_pos(c, 520, 420))
+    assert window.session.selection == list(window.session.instances)
+    centre = c.mapToScene(c.viewport().rect().center())
+    assert abs(centre.x() - 600) < 2 and abs(centre.y() - 500) < 2
