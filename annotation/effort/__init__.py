@@ -1,0 +1,43 @@
+"""The labelling-effort benchmark: a simulated annotator that labels real data sets manually and
+from proposals with real mask edits, charged from a cost table (``assets/effort_costs.toml``).
+
+Plain Python and numpy/OpenCV; no Qt, no torch. Entry points: ``SimulatedAnnotator``,
+``run_effort``, ``run_loop``, ``load_dataset``; the command is ``specula bench effort``.
+"""
+from annotation.effort.annotator import (
+    AnnotatorParams,
+    ImageLabelling,
+    Labelled,
+    ProposalMask,
+    SimulatedAnnotator,
+)
+from annotation.effort.costs import Action, CostTable, CostTableError
+from annotation.effort.geometry import reroute
+from annotation.effort.proposals import (
+    CocoResultsSource,
+    DegradedTruthSource,
+    EffortImage,
+    ProposalError,
+    ProposalSource,
+    source_for,
+)
+from annotation.effort.runner import (
+    EffortError,
+    EffortResult,
+    LabelledExample,
+    LoopResult,
+    Trainer,
+    load_dataset,
+    run_effort,
+    run_loop,
+    saving_group,
+    truth_instances,
+)
+
+__all__ = [
+    "Action", "AnnotatorParams", "CocoResultsSource", "CostTable", "CostTableError", "DegradedTruthSource",
+    "EffortError", "EffortImage", "EffortResult", "ImageLabelling", "Labelled",
+    "LabelledExample", "LoopResult", "ProposalError", "ProposalMask", "ProposalSource", "SimulatedAnnotator",
+    "Trainer", "load_dataset", "reroute", "run_effort", "run_loop", "saving_group",
+    "source_for", "truth_instances",
+]

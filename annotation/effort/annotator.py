@@ -1,0 +1,323 @@
+"""The simulated annotator: labels ground-truth instances manually or from proposals.
+
+Every gesture is a real edit of a ``Mask`` through the operations the tools use
+(``rasterize_polygon`` for the polygon tool, ``Mask.paint_stroke`` for brush and
+eraser, ``geometry.reroute`` for the boundary reroute, ``Mask.union`` for merge), and
+every gesture is charged from the ``CostTable``. The annotator knows the truth (it is
+a simulation, like 004's simulated yes/no answers), and behaves as follows.
+
+Manual, per ground-truth instance:
+  1. ``decide`` + ``set_class``;
+  2. polygon: the outer outline traced with a vertex wherever it departs from the
+     truth by more than ``tolerance`` px (``approxPolyDP``); if that needs more than
+     ``vertex_budget`` vertices the tolerance is relaxed until it fits;
+     or, for thin instances (half-width <= ``brush_max_radius``), brush strokes along
+     the skeleton; the annotator uses whichever reaches the target more cheaply;
+  3. corrections (``correct``) until IoU >= ``target_iou`` or ``max_corrections``.
+
+Correction loop: the error regions (truth not covered, covered but not truth) are
+split into connected components and fixed largest first: thin ones with brush or
+eraser strokes along their skeleton, thick ones with a boundary reroute traced along
+the component's outline (only the vertices away from the current boundary are
+charged, plus the two where the path leaves and rejoins it). An edit that does not
+raise IoU is undone and that component skipped.
+
+Assisted, per image: each proposal costs ``decide``. A proposal with IoU < ``reject_iou``
+with every truth and not mostly inside one is rejected. Otherwise it belongs to the
+truth it overlaps most; further proposals on that truth are merged into the first.
+The result is accepted as is when IoU >= ``target_iou``, else corrected and accepted;
+when rejecting and drawing from scratch is cheaper (or reaches the target where
+correcting does not) the annotator does that instead (an oracle choice: a person
+estimates it, the simulation knows it). Truths without a proposal are drawn manually.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+from annotation.effort.costs import Action, CostTable, polygon_cost, stroke_cost
+from annotation.effort.geometry import outline_polygons, path_length, reroute, stroke_plan
+from annotation.mask import Mask, rasterize_polygon
+
+
+@dataclass(frozen=True)
+class AnnotatorParams:
+    """How the simulated annotator works (pixels, IoU, counts)."""
+
+    target_iou: float = 0.9
+    tolerance: float = 1.5  # px a traced outline may depart from the truth
+    vertex_budget: int = 150  # most polygon vertices per instance
+    max_corrections: int = 40  # most corrective gestures per instance
+    brush_max_radius: int = 8  # thicker error regions are fixed with a reroute
+    min_error_area: int = 2  # error components smaller than this are ignored
+    reject_iou: float = 0.1  # proposals below this with every truth are false
+    inside_fraction: float = 0.5  # ... unless this much of them lies inside a truth
+
+
+@dataclass
+class Labelled:
+    """One truth instance as the annotator left it.
+
+    ``seconds`` is the time charged to this instance; ``actions`` the gestures;
+    ``mode``: ``manual``, ``accepted`` (proposal taken as is), ``corrected``,
+    ``redrawn`` (proposal rejected, drawn from scratch) or ``missed`` (no proposal,
+    drawn manually).
+    """
+
+    gt_index: int
+    class_name: str
+    mask: Mask
+    iou: float
+    seconds: float
+    mode: str
+    actions: list[Action] = field(default_factory=list)
+
+
+@dataclass
+class ImageLabelling:
+    """All instances of one image plus the actions not tied to a truth (rejections)."""
+
+    instances: list[Labelled]
+    extra_actions: list[Action] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(i.seconds for i in self.instances) + sum(a.seconds for a in self.extra_actions)
+
+
+@dataclass(frozen=True)
+class ProposalMask:
+    """A proposal handed to the annotator: mask, class and score."""
+
+    mask: Mask
+    class_name: str
+    score: float = 1.0
+
+
+def _box_around(masks: Sequence[Mask], pad: int) -> tuple[int, int, int, int]:
+    h, w = masks[0].image_size
+    boxes = [m.bbox for m in masks if not m.is_empty()]
+    if not boxes:
+        return (0, 0, 0, 0)
+    x0 = max(0, min(b[0] for b in boxes) - pad)
+    y0 = max(0, min(b[1] for b in boxes) - pad)
+    x1 = min(w, max(b[2] for b in boxes) + pad)
+    y1 = min(h, max(b[3] for b in boxes) + pad)
+    return x0, y0, x1, y1
+
+
+def _components(region: np.ndarray, min_area: int) -> list[tuple[int, np.ndarray, tuple[int, int]]]:
+    """(area, component bool array, (x, y) offset in the region) of each component, largest first."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(region.astype(np.uint8), connectivity=8)
+    out = []
+    for i in range(1, n):
+        area = int(stats[i, cv2.CC_STAT_AREA])
+        if area < min_area:
+            continue
+        x, y, w, h = (int(v) for v in stats[i, :4])
+        out.append((area, labels[y : y + h, x : x + w] == i, (x, y)))
+    out.sort(key=lambda t: -t[0])
+    return out
+
+
+def _boundary(arr: np.ndarray) -> np.ndarray:
+    """Pixels of ``arr`` with a 4-neighbour outside it."""
+    if not arr.any():
+        return arr
+    eroded = cv2.erode(arr.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return arr & ~eroded.astype(bool)
+
+
+class SimulatedAnnotator:
+    """Labels truth instances with real mask edits, charging each gesture from a cost table."""
+
+    def __init__(self, costs: CostTable, params: AnnotatorParams = AnnotatorParams()):
+        self.costs = costs
+        self.params = params
+
+    # ------------------------------------------------------------ gestures
+    def _fix_component(
+        self, mask: Mask, comp: np.ndarray, offset: tuple[int, int], add: bool, box: tuple[int, int, int, int]
+    ) -> tuple[Mask, list[Action]]:
+        """One correction of one error component; returns the edited copy and the gestures."""
+        p, c = self.params, self.costs
+        ox, oy = box[0] + offset[0], box[1] + offset[1]
+        dt = cv2.distanceTransform(np.pad(comp.astype(np.uint8), 1), cv2.DIST_L2, 3)
+        if float(dt.max()) <= p.brush_max_radius + 1:
+            out = mask.copy()
+            actions = []
+            for points, radius in stroke_plan(comp, max_strokes=4):
+                pts = points + [ox, oy]
+                out.paint_stroke(pts, radius, value=add)
+                length = path_length(pts)
+                actions.append(Action("stroke" if add else "erase", stroke_cost(c, length), length=length))
+            return out, actions
+        # thick: reroute along the component's outline
+        cur = mask.read_box(box)
+        edge = _boundary(cur)
+        near_edge = cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8),
+                               iterations=max(1, int(np.ceil(p.tolerance)))).astype(bool)
+        out = mask
+        actions = []
+        for ring in outline_polygons(comp, p.tolerance):
+            if len(ring) < 3:
+                continue
+            gx, gy = ring[:, 0] + offset[0], ring[:, 1] + offset[1]
+            inside = (gy >= 0) & (gy < near_edge.shape[0]) & (gx >= 0) & (gx < near_edge.shape[1])
+            on_edge = np.zeros(len(ring), bool)
+            on_edge[inside] = near_edge[gy[inside], gx[inside]]
+            traced = int(np.count_nonzero(~on_edge)) + (2 if on_edge.any() else 0)
+            out = reroute(out, ring + [ox, oy], mode="add" if add else "remove")
+            actions.append(Action("reroute", polygon_cost(c, traced), vertices=traced))
+        return out, actions
+
+    def correct(self, start: Mask, truth: Mask) -> tuple[Mask, list[Action]]:
+        """Brush strokes, eraser strokes and reroutes until IoU >= target or the budget is spent."""
+        p = self.params
+        mask = start.cropped()
+        actions: list[Action] = []
+        if truth.is_empty():
+            return mask, actions
+        current = mask.iou(truth)
+        skipped: set[tuple[bool, int, int, int]] = set()
+        gestures = 0
+        while current < p.target_iou and gestures < p.max_corrections:
+            box = _box_around([mask, truth], pad=p.brush_max_radius + 3)
+            cur, gt = mask.read_box(box), truth.read_box(box)
+            candidates = [(a, comp, off, True) for a, comp, off in _components(gt & ~cur, p.min_error_area)]
+            candidates += [(a, comp, off, False) for a, comp, off in _components(cur & ~gt, p.min_error_area)]
+            candidates.sort(key=lambda t: -t[0])
+            progressed = False
+            for area, comp, off, add in candidates:
+                key = (add, box[0] + off[0], box[1] + off[1], area)
+                if key in skipped:
+                    continue
+                edited, acts = self._fix_component(mask, comp, off, add, box)
+                new_iou = edited.iou(truth)
+                if new_iou <= current or not acts:
+                    skipped.add(key)  # the gesture did not help: undo it, try the next region
+                    continue
+                mask, current = edited.cropped(), new_iou
+                actions.extend(acts)
+                gestures += len(acts)
+                progressed = True
+                break
+            if not progressed:
+                break
+        return mask, actions
+
+    # ------------------------------------------------------------ manual
+    def _draw_polygon(self, truth: Mask) -> tuple[Mask, list[Action]]:
+        p = self.params
+        crop = truth.cropped()
+        tol = p.tolerance
+        rings = outline_polygons(crop.array, tol)
+        while sum(len(r) for r in rings) > p.vertex_budget and tol < 64:
+            tol *= 1.5
+            rings = outline_polygons(crop.array, tol)
+        mask = Mask.empty(truth.image_size)
+        actions = []
+        for ring in rings:
+            pts = ring + [crop.x0, crop.y0]
+            mask = mask.union(rasterize_polygon(pts, truth.image_size))
+            actions.append(Action("polygon", polygon_cost(self.costs, len(ring)), vertices=len(ring)))
+        return mask, actions
+
+    def _draw_brush(self, truth: Mask) -> tuple[Mask, list[Action]]:
+        crop = truth.cropped()
+        mask = Mask.empty(truth.image_size)
+        actions = []
+        for points, radius in stroke_plan(crop.array):
+            pts = points + [crop.x0, crop.y0]
+            mask.paint_stroke(pts, radius, value=True)
+            length = path_length(pts)
+            actions.append(Action("stroke", stroke_cost(self.costs, length), length=length))
+        return mask.cropped(), actions
+
+    def draw(self, truth: Mask, class_name: str, gt_index: int = -1, mode: str = "manual") -> Labelled:
+        """Label one truth instance from scratch (the manual baseline)."""
+        c, p = self.costs, self.params
+        head = [Action("decide", c.decide), Action("set_class", c.set_class)]
+        options = []
+        crop = truth.cropped()
+        strategies = [self._draw_polygon]
+        half_width = cv2.distanceTransform(np.pad(crop.array.astype(np.uint8), 1), cv2.DIST_L2, 3).max()
+        if half_width <= p.brush_max_radius + 1:
+            strategies.append(self._draw_brush)
+        for strategy in strategies:
+            mask, acts = strategy(truth)
+            mask, fixes = self.correct(mask, truth)
+            acts = head + acts + fixes
+            final = mask.iou(truth)
+            options.append((final >= p.target_iou, sum(a.seconds for a in acts), final, mask, acts))
+        reached, seconds, final, mask, acts = min(
+            options, key=lambda o: (not o[0], o[1] if o[0] else -o[2])
+        )
+        return Labelled(gt_index, class_name, mask, final, seconds, mode, acts)
+
+    def label_manual(self, truths: Sequence[tuple[str, Mask]]) -> ImageLabelling:
+        """Label every truth ``(class, mask)`` of one image from scratch."""
+        return ImageLabelling([self.draw(m, cls, i) for i, (cls, m) in enumerate(truths)])
+
+    # ------------------------------------------------------------ assisted
+    def label_assisted(
+        self,
+        truths: Sequence[tuple[str, Mask]],
+        proposals: Sequence[ProposalMask],
+        manual: Optional[ImageLabelling] = None,
+    ) -> ImageLabelling:
+        """Label one image starting from ``proposals``; ``manual`` (if given) is reused for redraws."""
+        c, p = self.costs, self.params
+        if manual is None:
+            manual = self.label_manual(truths)
+        extra: list[Action] = []
+        assigned: dict[int, list[ProposalMask]] = {}
+        for prop in proposals:
+            if prop.mask.is_empty():
+                continue
+            inter = [prop.mask.intersection_area(m) for _, m in truths]
+            ious = [prop.mask.iou(m) for _, m in truths]
+            best = int(np.argmax(inter)) if truths else -1
+            inside = inter[best] / max(1, prop.mask.area) if truths else 0.0
+            if not truths or (max(ious) < p.reject_iou and inside < p.inside_fraction):
+                extra += [Action("decide", c.decide), Action("reject", c.reject)]
+                continue
+            assigned.setdefault(best, []).append(prop)
+        out: list[Labelled] = []
+        for i, (cls, truth) in enumerate(truths):
+            props = assigned.get(i)
+            if not props:
+                drawn = manual.instances[i]
+                out.append(Labelled(i, cls, drawn.mask, drawn.iou, drawn.seconds, "missed", list(drawn.actions)))
+                continue
+            props = sorted(props, key=lambda q: -q.mask.intersection_area(truth))
+            acts = [Action("decide", c.decide) for _ in props]
+            start = props[0].mask
+            for other in props[1:]:
+                start = start.union(other.mask)
+                acts.append(Action("merge", c.merge))
+            if props[0].class_name != cls:
+                acts.append(Action("set_class", c.set_class))
+            start_iou = start.iou(truth)
+            if start_iou >= p.target_iou:
+                acts.append(Action("accept", c.accept))
+                out.append(Labelled(i, cls, start.cropped(), start_iou, sum(a.seconds for a in acts), "accepted", acts))
+                continue
+            fixed, fixes = self.correct(start, truth)
+            acts = acts + fixes + [Action("accept", c.accept)]
+            fixed_iou = fixed.iou(truth)
+            corrected = Labelled(i, cls, fixed, fixed_iou, sum(a.seconds for a in acts), "corrected", acts)
+            drawn = manual.instances[i]
+            redraw_acts = [Action("decide", c.decide) for _ in props] + [Action("reject", c.reject) for _ in props]
+            redraw_acts += drawn.actions
+            redrawn = Labelled(i, cls, drawn.mask, drawn.iou, sum(a.seconds for a in redraw_acts), "redrawn",
+                               redraw_acts)
+            ok_c, ok_r = corrected.iou >= p.target_iou, redrawn.iou >= p.target_iou
+            if (ok_r and not ok_c) or (ok_r == ok_c and redrawn.seconds < corrected.seconds):
+                out.append(redrawn)
+            else:
+                out.append(corrected)
+        return ImageLabelling(out, extra)

@@ -1,0 +1,118 @@
+"""Tables and plots of the effort benchmark (plain text, Markdown, JSON and a PNG by OpenCV)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from annotation.effort.runner import GROUPS, EffortResult, LoopResult, result_json
+
+
+def effort_table(summaries: Sequence[dict]) -> str:
+    """A Markdown table, one row per data set (the terminal prints it as is)."""
+    head = ["data set", "images", "instances", "manual s/inst", "assisted s/inst", "saved %",
+            "003 formula %"] + [g[0] for g in GROUPS] + ["IoU manual", "IoU assisted", ">=target m/a"]
+    rows = []
+    for s in summaries:
+        rows.append([s["dataset"], str(s["images"]), str(s["instances"]), f"{s['manual_s_per_instance']:.1f}",
+                     f"{s['assisted_s_per_instance']:.1f}", f"{s['saved_percent']:.1f}",
+                     f"{s['saved_percent_003_formula']:.1f}"]
+                    + [str(s["groups"][g[0]]) for g in GROUPS]
+                    + [f"{s['manual_mean_iou']:.3f}", f"{s['assisted_mean_iou']:.3f}",
+                       f"{s['manual_reached_target']}/{s['assisted_reached_target']}"])
+    return _markdown(head, rows)
+
+
+def loop_table(loop: LoopResult) -> str:
+    """Effort per image against the number of images labelled before each round."""
+    head = ["round", "labelled before", "images", "instances", "manual s/image", "assisted s/image", "saved %",
+            "IoU assisted", "proposals from"]
+    rows = [[str(r.round_index), str(r.labelled_before), str(r.images), str(r.instances),
+             f"{r.manual_s_per_image:.1f}", f"{r.assisted_s_per_image:.1f}", f"{r.saved_percent:.1f}",
+             f"{r.assisted_mean_iou:.3f}", r.source] for r in loop.rows]
+    return _markdown(head, rows)
+
+
+def _markdown(head: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
+
+
+def plot_loop(loop: LoopResult, path: Path, size: tuple[int, int] = (480, 720)) -> Path:
+    """Line plot of seconds per image (manual and assisted) against images labelled; PNG."""
+    h, w = size
+    img = np.full((h, w, 3), 255, np.uint8)
+    left, right, top, bottom = 80, 20, 40, 60
+    xs = [r.labelled_before for r in loop.rows]
+    series = {"manual": ([r.manual_s_per_image for r in loop.rows], (60, 60, 200)),
+              "assisted": ([r.assisted_s_per_image for r in loop.rows], (200, 120, 30))}
+    ymax = max([1.0] + [v for vals, _ in series.values() for v in vals]) * 1.1
+    xmax = max([1] + xs)
+
+    def to_px(x: float, y: float) -> tuple[int, int]:
+        return (int(left + (w - left - right) * x / xmax), int(h - bottom - (h - top - bottom) * y / ymax))
+
+    black = (0, 0, 0)
+    cv2.line(img, to_px(0, 0), to_px(xmax, 0), black, 1)
+    cv2.line(img, to_px(0, 0), to_px(0, ymax), black, 1)
+    for t in np.linspace(0, ymax, 5):
+        p = to_px(0, t)
+        cv2.line(img, (p[0] - 4, p[1]), p, black, 1)
+        cv2.putText(img, f"{t:.0f}", (5, p[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, black, 1, cv2.LINE_AA)
+    for x in xs:
+        p = to_px(x, 0)
+        cv2.line(img, p, (p[0], p[1] + 4), black, 1)
+        cv2.putText(img, str(x), (p[0] - 8, p[1] + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, black, 1, cv2.LINE_AA)
+    cv2.putText(img, "images labelled before the round", (w // 2 - 120, h - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                black, 1, cv2.LINE_AA)
+    cv2.putText(img, f"{loop.dataset}: seconds per image", (left, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.55, black, 1,
+                cv2.LINE_AA)
+    for n, (name, (vals, colour)) in enumerate(series.items()):
+        pts = [to_px(x, y) for x, y in zip(xs, vals)]
+        for a, b in zip(pts[:-1], pts[1:]):
+            cv2.line(img, a, b, colour, 2, cv2.LINE_AA)
+        for p in pts:
+            cv2.circle(img, p, 4, colour, -1, cv2.LINE_AA)
+        lx, ly = w - 150, top + 10 + 20 * n
+        cv2.line(img, (lx, ly), (lx + 25, ly), colour, 2)
+        cv2.putText(img, name, (lx + 32, ly + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, black, 1, cv2.LINE_AA)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"{path}: cannot write the plot")
+    return path
+
+
+def write_effort_report(results: Sequence[EffortResult], out: Path) -> list[Path]:
+    """``effort.md`` (the table), ``effort_<dataset>.json`` per data set; returns the files."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    summaries = [r.summary() for r in results]
+    md = out / "effort.md"
+    notes = [f"- {s['dataset']}: proposals from {s['proposals']}; costs {s['costs']}" for s in summaries]
+    md.write_text("# Labelling effort: manual versus assisted\n\n" + effort_table(summaries) + "\n\n"
+                  + "\n".join(notes) + "\n", encoding="utf-8")
+    files.append(md)
+    for r in results:
+        p = out / f"effort_{r.dataset}.json"
+        p.write_text(result_json(r), encoding="utf-8")
+        files.append(p)
+    return files
+
+
+def write_loop_report(loop: LoopResult, out: Path) -> list[Path]:
+    """``loop_<dataset>.md``, ``.json`` and ``.png``; returns the files."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / f"loop_{loop.dataset}.md"
+    md.write_text(f"# Labelling loop on {loop.dataset}\n\n" + loop_table(loop) + "\n", encoding="utf-8")
+    js = out / f"loop_{loop.dataset}.json"
+    js.write_text(json.dumps([asdict(r) for r in loop.rows], indent=2), encoding="utf-8")
+    png = plot_loop(loop, out / f"loop_{loop.dataset}.png")
+    return [md, js, png]

@@ -1,0 +1,132 @@
+"""``specula eval`` and ``specula bench effort``: tables, JSON, exit codes."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from annotation import metrics
+from annotation.document import Instance, InstanceState
+from annotation.mask import Mask
+from annotation.store import ProjectStore
+from specula import bench_cli, eval_cli
+
+
+def _run(module, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="specula")
+    module.add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+def _masks(tmp_path: Path) -> tuple[Path, Path, list[np.ndarray], list[np.ndarray]]:
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    rng = np.random.default_rng(0)
+    gts, preds = [], []
+    for n in range(3):
+        g = np.zeros((40, 50), np.uint8)
+        g[5 + n : 25, 10 : 30 + n] = 255
+        p = np.clip(g.astype(float) / 255 * 0.8 + rng.uniform(0, 0.3, g.shape), 0, 1)
+        p8 = np.round(p * 255).astype(np.uint8)
+        cv2.imwrite(str(gt_dir / f"{n}.png"), g)
+        cv2.imwrite(str(pred_dir / f"{n}.png"), p8)
+        gts.append(g > 127)
+        preds.append(p8)
+    return pred_dir, gt_dir, preds, gts
+
+
+def test_eval_binary_folders_matches_the_metrics(tmp_path: Path, capsys) -> None:
+    pred_dir, gt_dir, preds, gts = _masks(tmp_path)
+    out = tmp_path / "scores.json"
+    rc = _run(eval_cli, ["eval", str(pred_dir), str(gt_dir), "--protocol", "binary", "--classes", "glass",
+                         "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "glass" in text and "IoU" in text
+    got = json.loads(out.read_text())["classes"]["glass"]
+    want = metrics.binary_scores(zip(preds, gts))
+    assert got["iou"] == pytest.approx(want.iou)
+    assert got["fbeta"] == pytest.approx(want.fbeta)
+    assert got["mae"] == pytest.approx(want.mae)
+    assert got["n_images"] == 3
+
+
+def test_eval_mirror_glass_reports_opposite_masks(tmp_path: Path, capsys) -> None:
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    gt = np.zeros((30, 40, 3), np.uint8)
+    gt[2:12, 2:20] = (0, 255, 0)  # mirror (RGB)
+    gt[15:28, 5:35] = (255, 0, 0)  # glass
+    pred = np.zeros_like(gt)
+    pred[2:12, 2:20] = (255, 0, 0)  # the mirror called glass
+    cv2.imwrite(str(gt_dir / "a.png"), gt[..., ::-1])
+    cv2.imwrite(str(pred_dir / "a.png"), pred[..., ::-1])
+    out = tmp_path / "s.json"
+    assert _run(eval_cli, ["eval", str(pred_dir), str(gt_dir), "--json", str(out)]) == 0
+    classes = json.loads(out.read_text())["classes"]
+    assert classes["glass->mirror"]["iou"] == pytest.approx(1.0)
+    assert classes["mirror"]["iou"] == pytest.approx(0.0)
+    assert "opposite mask" in capsys.readouterr().out
+
+
+def test_eval_projects_coco_protocol(tmp_path: Path) -> None:
+    size = (30, 40)
+    truth = Mask.empty(size)
+    truth.paint_disk(20, 15, 8)
+    shifted = Mask.empty(size)
+    shifted.paint_disk(22, 15, 8)
+    folders = {}
+    for name, state, mask, score in (("gt", InstanceState.ACCEPTED, truth, None),
+                                     ("pred", InstanceState.PROPOSED, shifted, 0.8)):
+        folder = tmp_path / name
+        folder.mkdir()
+        cv2.imwrite(str(folder / "img.png"), np.zeros((*size, 3), np.uint8))
+        with ProjectStore.open(folder) as store:
+            image_id = store.images()[0].id
+            store.ensure_class("glass")
+            store.add_instance(Instance(image_id, "glass", mask.cropped(), state, score=score))
+        folders[name] = folder
+    out = tmp_path / "coco.json"
+    assert _run(eval_cli, ["eval", str(folders["pred"]), str(folders["gt"]), "--protocol", "coco",
+                           "--json", str(out)]) == 0
+    coco = json.loads(out.read_text())["coco"]
+    expected = 1.0 if shifted.iou(truth) >= 0.75 else 0.0
+    assert coco["AP50"] == pytest.approx(1.0) and coco["AP75"] == pytest.approx(expected)
+
+
+def test_eval_bad_input_exits_2(tmp_path: Path, capsys) -> None:
+    assert _run(eval_cli, ["eval", str(tmp_path / "nope"), str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("specula eval:") and "\n" not in err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert _run(eval_cli, ["eval", str(bad), str(bad)]) == 2
+
+
+def test_bench_effort_writes_the_table(need, tmp_path: Path, capsys) -> None:
+    need("cracks-cfd", "mask")
+    out = tmp_path / "reports"
+    rc = _run(bench_cli, ["bench", "effort", "--dataset", "cracks-cfd", "--limit", "2", "--source",
+                          "degraded-truth", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "manual s/inst" in text and "synthetic" in text
+    summary = json.loads((out / "effort_cracks-cfd.json").read_text())["summary"]
+    assert summary["images"] == 2 and summary["instances"] > 0
+    assert (out / "effort.md").exists()
+
+
+def test_bench_effort_bad_input_exits_2(tmp_path: Path, capsys) -> None:
+    assert _run(bench_cli, ["bench", "effort", "--dataset", str(tmp_path / "none"), "--source",
+                            "degraded-truth"]) == 2
+    assert _run(bench_cli, ["bench", "effort", "--dataset", "x", "--limit", "0"]) == 2
+    assert _run(bench_cli, ["bench", "effort", "--dataset", "cracks-cfd", "--source", "coco"]) == 2
+    errs = capsys.readouterr().err.strip().splitlines()
+    assert len(errs) == 3 and all(e.startswith("specula bench effort:") for e in errs)
