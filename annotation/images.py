@@ -1,25 +1,647 @@
-"""Image loading (placeholder API; see the full implementation)."""
+"""Image loading: every supported file becomes an 8-bit RGB array for display, and
+its original values are kept.
+
+Formats: JPEG, PNG, TIFF, BMP, WebP through Pillow. Colour images of more than 8
+bits per sample (16-bit RGB(A) PNG and TIFF, float RGB TIFF), which Pillow would
+cut to 8 bits, are read with OpenCV instead so their values survive.
+
+Decisions (each one is visible in ``LoadedImage``):
+
+- **Orientation.** The EXIF orientation tag (JPEG, PNG ``eXIf``, TIFF tag 274,
+  WebP) is applied to ``rgb``, ``original`` and ``alpha`` alike, exactly as
+  ``PIL.ImageOps.exif_transpose`` would; ``size`` and ``image_size`` are the
+  oriented ``(height, width)``, the frame that masks live in.
+- **High bit depth.** 16-bit, 32-bit integer and float images are shown with a
+  percentile stretch: the 0.5th and 99.5th percentiles of the finite colour
+  values (all colour channels together, so hues keep their balance; alpha
+  excluded) map to 0 and 255. A few hot pixels or a 12-bit camera in a 16-bit
+  container then still give a readable picture, which a full-range mapping would
+  not. The range used is ``display_range``; ``original`` keeps the values.
+  NaN and infinities show as 0.
+- **Grayscale** is repeated into three channels; ``original`` stays ``(H, W)``.
+  Bilevel (mode ``1``) images give a bool ``original``.
+- **Palette** (``P``) images are expanded through their palette: ``original`` is
+  the RGB (or RGBA, where the palette has transparency) array, because indices
+  mean nothing without the palette.
+- **Alpha** is kept separately in ``alpha`` (``(H, W)`` uint8, 255 = opaque) and
+  ``rgb`` is the image composited on black, the background of the class-colour
+  masks of the ``000_...`` convention; ``original`` keeps the alpha channel.
+- **Other colour spaces** (CMYK, YCbCr, LAB, HSV) are converted to RGB, and that
+  RGB is ``original``.
+- **Size limit against decompression bombs.** An image of more than
+  ``max_pixels`` pixels (default ``DEFAULT_MAX_PIXELS`` = 300 megapixels, or the
+  environment variable ``SPECULA_MAX_PIXELS``) is refused from its header, before
+  any pixel is decoded. Pillow's own (lower) limit is lifted to ours while we read,
+  so the user has one knob; its ``DecompressionBombError`` becomes ``ImageReadError``.
+
+Every failure is an ``ImageReadError`` whose message is one line: the file, then
+the reason (not found, not an image, truncated or corrupt, unsupported, too large).
+"""
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
+import os
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Optional
 
-from PIL import Image, ImageOps
+import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+DEFAULT_MAX_PIXELS = 300_000_000
+MAX_PIXELS_ENV = "SPECULA_MAX_PIXELS"
+DISPLAY_PERCENTILES = (0.5, 99.5)
+
+_ORIENTATION_TAG = 0x0112
+# samples used to find the display range of a high-bit-depth image: enough for
+# stable percentiles, few enough that a 100-megapixel image costs nothing
+_RANGE_SAMPLES = 1_000_000
+_ROWS_PER_CHUNK = 1024  # rows scaled at a time, so float temporaries stay small
 
 
 class ImageReadError(Exception):
     """An image file that cannot be read; the message names the file and the reason."""
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) after EXIF orientation, read from the header only."""
+@dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """An image ready for display, with its original values.
+
+    Attributes:
+        rgb: ``(H, W, 3)`` uint8, C-contiguous; what the canvas shows. For 8-bit
+            RGB files it is the same array as ``original``.
+        original: the pixel values as stored, orientation applied: ``(H, W)`` or
+            ``(H, W, C)`` of the file's dtype (bool, uint8, uint16, int32, float32, ...).
+        path: the file.
+        size: ``(H, W)`` after orientation, the ``image_size`` of its masks.
+        alpha: ``(H, W)`` uint8 opacity (255 = opaque) where the file has alpha, else None.
+        display_range: ``(low, high)`` of ``original`` mapped to 0..255 for
+            high-bit-depth images, else None.
+        orientation: the EXIF orientation that was applied (1 = none).
+        format: the file format as Pillow names it (``JPEG``, ``PNG``, ``TIFF``, ...).
+    """
+
+    rgb: np.ndarray
+    original: np.ndarray
+    path: Path
+    size: tuple[int, int]
+    alpha: Optional[np.ndarray] = None
+    display_range: Optional[tuple[float, float]] = None
+    orientation: int = 1
+    format: str = ""
+
+    @property
+    def height(self) -> int:
+        return self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
+
+# ------------------------------------------------------------------ limits
+def max_pixels_limit(max_pixels: Optional[int] = None) -> int:
+    """The pixel limit in force: the argument, else ``SPECULA_MAX_PIXELS``, else the default."""
+    if max_pixels is not None:
+        value = int(max_pixels)
+        if value <= 0:
+            raise ValueError(f"max_pixels must be a positive number of pixels, got {max_pixels}")
+        return value
+    env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not env:
+        return DEFAULT_MAX_PIXELS
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orient = im.getexif().get(0x0112, 1)
+        value = int(float(env))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(
+            f"{MAX_PIXELS_ENV}={env!r} is not a positive number of pixels; set it to e.g. 500000000 or unset it"
+        )
+    return value
+
+
+def _too_large_message(width: int, height: int, limit: int) -> str:
+    return (
+        f"too large: {width} x {height} = {width * height} pixels is over the limit of {limit} "
+        f"(a guard against decompression bombs); if you trust the file, raise the limit with "
+        f"the environment variable {MAX_PIXELS_ENV} or load_image(..., max_pixels=N)"
+    )
+
+
+# Pillow keeps its bomb limit in a module global. While any of our reads runs, it
+# is lifted to the largest limit in force among them (our own check, per call,
+# is the one that decides), and restored when the last read ends.
+_limit_lock = threading.Lock()
+_active_limits: list[int] = []
+_saved_pillow_limit: Optional[int] = None
+
+
+@contextlib.contextmanager
+def _pillow_limit(limit: int) -> Iterator[None]:
+    global _saved_pillow_limit
+    with _limit_lock:
+        if not _active_limits:
+            _saved_pillow_limit = Image.MAX_IMAGE_PIXELS
+        _active_limits.append(limit)
+        Image.MAX_IMAGE_PIXELS = max(_active_limits)
+    try:
+        yield
+    finally:
+        with _limit_lock:
+            _active_limits.remove(limit)
+            Image.MAX_IMAGE_PIXELS = max(_active_limits) if _active_limits else _saved_pillow_limit
+
+
+# ------------------------------------------------------------------ errors
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _reason(exc: BaseException, limit: int) -> str:
+    """A short reason for a failed read, for the user."""
+    text = _one_line(str(exc))
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"too large: {text}; raise the limit ({limit} pixels) with {MAX_PIXELS_ENV} or max_pixels=N"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, IsADirectoryError):
+        return "is a folder, not an image file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image file (no known image format in its content; is the extension wrong?)"
+    lower = text.lower()
+    if any(s in lower for s in ("not available", "not supported", "unsupported", "unknown")):
+        return f"unsupported image encoding ({text})"
+    if isinstance(exc, (EOFError, struct.error)) or any(
+        s in lower for s in ("truncated", "broken data stream", "premature end", "not enough", "incomplete")
+    ):
+        return f"truncated or corrupt image data ({text})"
+    if isinstance(exc, (SyntaxError, ValueError, OSError, IndexError, KeyError, TypeError)):
+        return f"corrupt image data ({type(exc).__name__}: {text})"
+    return f"cannot read ({type(exc).__name__}: {text})"
+
+
+def _error(path: str | Path, reason: str) -> ImageReadError:
+    return ImageReadError(f"{path}: {_one_line(reason)}")
+
+
+# ------------------------------------------------------------------ orientation
+def _png_exif(path: Path) -> Optional[bytes]:
+    """The eXIf chunk of a PNG, found by walking chunk headers (no pixel decoding).
+
+    Pillow's ``getexif`` on a PNG decodes the whole image to reach an eXIf chunk
+    written after the pixel data; this reads a few bytes per chunk instead.
+    """
+    with open(path, "rb") as fh:
+        fh.seek(8)
+        while True:
+            head = fh.read(8)
+            if len(head) < 8:
+                return None
+            length, ctype = struct.unpack(">I4s", head)
+            if ctype == b"eXIf":
+                return fh.read(length)
+            if ctype == b"IEND":
+                return None
+            fh.seek(length + 4, os.SEEK_CUR)  # data and CRC
+
+
+def _orientation(im: Image.Image, path: Path) -> int:
+    try:
+        if im.format == "PNG":
+            raw = im.info.get("exif") or _png_exif(path)
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw[6:] if raw.startswith(b"Exif\x00\x00") else raw)
+        else:
+            exif = im.getexif()
+        value = int(exif.get(_ORIENTATION_TAG, 1))
+    except Exception:  # a damaged EXIF block must not lose the image; show it unrotated
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _oriented_size(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """(height, width) after orientation."""
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate / flip ``array`` ((H, W) or (H, W, C)) as EXIF ``orientation`` says.
+
+    The same transforms as ``PIL.ImageOps.exif_transpose``; returns a view.
+    """
+    a = array
+    if orientation == 2:
+        return a[:, ::-1]
+    if orientation == 3:
+        return a[::-1, ::-1]
+    if orientation == 4:
+        return a[::-1]
+    if orientation == 5:  # transpose
+        return a.swapaxes(0, 1)
+    if orientation == 6:  # rotate 90 degrees clockwise
+        return a.swapaxes(0, 1)[:, ::-1]
+    if orientation == 7:  # transverse
+        return a.swapaxes(0, 1)[::-1, ::-1]
+    if orientation == 8:  # rotate 90 degrees counter-clockwise
+        return a.swapaxes(0, 1)[::-1]
+    return a
+
+
+# ------------------------------------------------------------------ header
+def _stored_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) of the pixels as stored, before any orientation.
+
+    Pillow reports a TIFF's size already turned by its orientation tag (and turns
+    the pixels on load); other formats it reports as stored.
+    """
+    if im.format == "TIFF":
+        tags = getattr(im, "tag_v2", {})
+        w, h = tags.get(256), tags.get(257)
+        if isinstance(w, int) and isinstance(h, int):
+            return w, h
+    return im.size
+
+
+def _open_checked(path: Path, limit: int) -> Image.Image:
+    """Open the file (header only) and refuse it if it is over the pixel limit."""
+    im = Image.open(path)
+    w, h = _stored_size(im)
+    if w * h > limit:
+        im.close()
+        raise _error(path, _too_large_message(w, h, limit))
+    return im
+
+
+def image_size(path: str | Path, max_pixels: Optional[int] = None) -> tuple[int, int]:
+    """(height, width) after EXIF orientation, read from the header only.
+
+    Raises ``ImageReadError`` for an unreadable file or one over the pixel limit.
+    """
+    path = Path(path)
+    try:
+        limit = max_pixels_limit(max_pixels)
+    except ValueError as exc:
+        raise _error(path, str(exc)) from None
+    try:
+        with _pillow_limit(limit), _open_checked(path, limit) as im:
+            w, h = _stored_size(im)
+            orient = _orientation(im, path)
+    except ImageReadError:
+        raise
     except Exception as exc:
-        raise ImageReadError(f"{path}: {exc}") from None
-    if orient in (5, 6, 7, 8):
-        w, h = h, w
-    return h, w
+        raise _error(path, _reason(exc, limit)) from None
+    return _oriented_size(w, h, orient)
+
+
+# ------------------------------------------------------------------ completeness
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """True when the main image's entropy-coded data ends with an EOI marker."""
+    if data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return True
+    # trailing data after EOI (motion photos, padding): find the main scan, skipping
+    # the segments before it (an EXIF thumbnail carries an EOI of its own), then EOI
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", pos) >= 0
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        pos += 2 + length
+    return False
+
+
+def _tiff_complete(im: Image.Image, file_size: int) -> bool:
+    """True when every strip or tile of the first page lies inside the file."""
+    tags = getattr(im, "tag_v2", None)
+    if tags is None:
+        return True
+    for off_tag, count_tag in ((273, 279), (324, 325)):  # strips, tiles
+        offsets, counts = tags.get(off_tag), tags.get(count_tag)
+        if offsets is None or counts is None:
+            continue
+        offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+        counts = counts if isinstance(counts, tuple) else (counts,)
+        if any(int(o) + int(c) > file_size for o, c in zip(offsets, counts)):
+            return False
+    return True
+
+
+def _bmp_complete(path: Path, file_size: int) -> bool:
+    """True unless an uncompressed BMP's rows run past the end of the file."""
+    with open(path, "rb") as fh:
+        head = fh.read(34)
+    if len(head) < 34 or struct.unpack("<I", head[14:18])[0] < 40:  # old OS/2 headers: not checked
+        return True
+    offset = struct.unpack("<I", head[10:14])[0]
+    width, height = struct.unpack("<ii", head[18:26])
+    bits, compression = struct.unpack("<H", head[28:30])[0], struct.unpack("<I", head[30:34])[0]
+    if compression not in (0, 3):  # RLE-compressed sizes are not known from the header
+        return True
+    stride = ((width * bits + 31) // 32) * 4
+    return offset + stride * abs(height) <= file_size
+
+
+def check_image(path: str | Path, max_pixels: Optional[int] = None) -> tuple[int, int]:
+    """``image_size`` plus a cheap test that the file is complete (for folder scans).
+
+    Catches the common damage of a copy or download cut short without decoding
+    pixels: a JPEG without its end-of-image marker, a PNG without ``IEND``, a TIFF
+    whose strips or tiles point past the end of the file, an uncompressed BMP whose
+    rows do, a WebP shorter than its RIFF header says. Returns (height, width) after orientation.
+    """
+    path = Path(path)
+    size = image_size(path, max_pixels)
+    try:
+        file_size = path.stat().st_size
+        with _pillow_limit(max_pixels_limit(max_pixels)), Image.open(path) as im:  # header only
+            fmt = im.format
+            complete = True
+            if fmt == "TIFF":
+                complete = _tiff_complete(im, file_size)
+        if fmt in ("JPEG", "MPO"):
+            with open(path, "rb") as fh:
+                fh.seek(max(0, file_size - 64))
+                tail = fh.read()
+            if not tail.rstrip(b"\x00").endswith(b"\xff\xd9"):
+                complete = _jpeg_complete(path.read_bytes())
+        elif fmt == "PNG":
+            with open(path, "rb") as fh:
+                fh.seek(max(0, file_size - len(_PNG_IEND)))
+                complete = fh.read() == _PNG_IEND or _PNG_IEND in path.read_bytes()
+        elif fmt == "BMP":
+            complete = _bmp_complete(path, file_size)
+        elif fmt == "WEBP":
+            with open(path, "rb") as fh:
+                header = fh.read(8)
+            complete = len(header) == 8 and struct.unpack("<I", header[4:8])[0] + 8 <= file_size
+    except Exception as exc:
+        raise _error(path, _reason(exc, max_pixels_limit(max_pixels))) from None
+    if not complete:
+        raise _error(path, f"truncated: the {fmt} data ends before the image does (file of {file_size} bytes)")
+    return size
+
+
+# ------------------------------------------------------------------ hashing
+def image_sha1(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """SHA-1 hex digest of the file's bytes, read in chunks (memory stays flat)."""
+    h = hashlib.sha1()
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                chunk = fh.read(chunk_size)
+                if not chunk:
+                    break
+                h.update(chunk)
+    except OSError as exc:
+        raise _error(path, _reason(exc, DEFAULT_MAX_PIXELS)) from None
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ display
+def display_range(values: np.ndarray) -> tuple[float, float]:
+    """(low, high) percentiles of the finite values of a high-bit-depth image."""
+    n = values.shape[0] * values.shape[1]
+    step = max(1, int(np.sqrt(n / _RANGE_SAMPLES)))
+    sample = np.asarray(values[::step, ::step], dtype=np.float64).ravel()
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(sample, DISPLAY_PERCENTILES))
+    if hi <= lo:
+        lo, hi = float(sample.min()), float(sample.max())
+    if hi <= lo:  # a constant image: place it within its dtype's natural range
+        if np.issubdtype(values.dtype, np.integer):
+            info = np.iinfo(values.dtype)
+            lo, hi = float(min(0, info.min)), float(info.max)
+        else:
+            lo, hi = min(0.0, lo), max(1.0, hi)
+    return lo, hi
+
+
+def _scale_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    out = np.empty(values.shape, np.uint8)
+    gain = 255.0 / (hi - lo)
+    for r in range(0, values.shape[0], _ROWS_PER_CHUNK):
+        block = values[r : r + _ROWS_PER_CHUNK].astype(np.float32)
+        block = (block - np.float32(lo)) * np.float32(gain)
+        np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.clip(block, 0, 255, out=block)
+        out[r : r + _ROWS_PER_CHUNK] = np.rint(block)
+    return out
+
+
+def _alpha_to_uint8(alpha: np.ndarray) -> np.ndarray:
+    if alpha.dtype == np.uint8:
+        return np.ascontiguousarray(alpha)
+    if alpha.dtype == bool:
+        return alpha.astype(np.uint8) * 255
+    if np.issubdtype(alpha.dtype, np.integer):
+        return _scale_to_uint8(alpha, 0.0, float(np.iinfo(alpha.dtype).max))
+    return _scale_to_uint8(alpha, 0.0, 1.0)  # float alpha is 0..1
+
+
+def to_display(original: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray], Optional[tuple[float, float]]]:
+    """(rgb, alpha, display_range) of an ``(H, W)`` or ``(H, W, 1..4)`` array.
+
+    ``rgb`` is ``(H, W, 3)`` uint8, C-contiguous, composited on black where there is
+    alpha; see the module docstring for the rules.
+    """
+    a = original
+    if a.ndim == 2:
+        colour, alpha = a[:, :, None], None
+    elif a.shape[2] in (2, 4):
+        colour, alpha = a[:, :, :-1], a[:, :, -1]
+    elif a.shape[2] in (1, 3):
+        colour, alpha = a, None
+    else:
+        raise ValueError(f"images of {a.shape[2]} channels are not supported (1 to 4)")
+    rng: Optional[tuple[float, float]] = None
+    if colour.dtype == np.uint8:
+        rgb8 = colour
+    elif colour.dtype == bool:
+        rgb8 = colour.astype(np.uint8) * 255
+    else:
+        rng = display_range(colour)
+        rgb8 = _scale_to_uint8(colour, *rng)
+    alpha8 = None if alpha is None else _alpha_to_uint8(alpha)
+    if alpha8 is not None:
+        # composite on black: c * a / 255, rounded
+        rgb8 = ((rgb8.astype(np.uint16) * alpha8[:, :, None] + 127) // 255).astype(np.uint8)
+    if rgb8.shape[2] == 1:
+        rgb8 = np.repeat(rgb8, 3, axis=2)
+    return np.ascontiguousarray(rgb8), alpha8, rng
+
+
+# ------------------------------------------------------------------ decoding
+def _rawmode(im: Image.Image) -> str:
+    try:
+        args = im.tile[0].args if hasattr(im.tile[0], "args") else im.tile[0][3]
+    except (IndexError, AttributeError):
+        return ""
+    if isinstance(args, tuple):
+        args = args[0] if args else ""
+    return args if isinstance(args, str) else ""
+
+
+def _needs_opencv(im: Image.Image) -> bool:
+    """Colour images of more than 8 bits per sample, which Pillow reduces to 8 bits."""
+    if im.mode not in ("RGB", "RGBA", "LA"):
+        return False
+    if "16" in _rawmode(im):
+        return True
+    bits = getattr(im, "tag_v2", {}).get(258) if im.format == "TIFF" else None
+    if bits is not None:
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return any(int(b) > 8 for b in bits)
+    return False
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _probe_file(fmt: str) -> bytes:
+    """A 1 x 2 16-bit RGB file of ``fmt`` whose orientation tag says "mirror" (2)."""
+    pixels = np.array([[[1, 1, 1], [2, 2, 2]]], "<u2")
+    if fmt == "TIFF":
+        entries = [(256, 4, 2), (257, 4, 1), (258, 3, 3), (259, 3, 1), (262, 3, 2), (273, 4, 0),
+                   (274, 3, 2), (277, 3, 3), (278, 4, 1), (279, 4, pixels.nbytes), (284, 3, 1)]
+        bps_at = 8 + 2 + 12 * len(entries) + 4
+        data_at = bps_at + 6
+        out = bytearray(b"II*\x00" + struct.pack("<IH", 8, len(entries)))
+        for tag, kind, value in entries:
+            count = 3 if tag == 258 else 1
+            value = bps_at if tag == 258 else data_at if tag == 273 else value
+            packed = struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value)
+            out += struct.pack("<HHI", tag, kind, count) + packed
+        return bytes(out + struct.pack("<IHHH", 0, 16, 16, 16) + pixels.tobytes())
+    import cv2
+
+    png = cv2.imencode(".png", pixels)[1].tobytes()
+    exif = Image.Exif()
+    exif[_ORIENTATION_TAG] = 2
+    payload = exif.tobytes()
+    payload = payload[6:] if payload.startswith(b"Exif\x00\x00") else payload  # eXIf holds bare TIFF data
+    at = png.index(b"IDAT") - 4
+    return png[:at] + _png_chunk(b"eXIf", payload) + png[at:]
+
+
+@functools.lru_cache(maxsize=None)
+def _opencv_orients(fmt: str) -> bool:
+    """Whether OpenCV's decoder of ``fmt`` applies the orientation tag by itself.
+
+    OpenCV's TIFF decoder turns the pixels, its PNG decoder (with IMREAD_UNCHANGED)
+    does not, and versions differ: ask the installed one once, with a tiny file.
+    """
+    import cv2
+
+    decoded = cv2.imdecode(np.frombuffer(_probe_file(fmt), np.uint8), cv2.IMREAD_UNCHANGED)
+    return decoded is not None and int(decoded.reshape(-1)[0]) == 2
+
+
+def _read_opencv(path: Path) -> np.ndarray:
+    """The first page of the file with its own dtype, channels in RGB(A) order."""
+    import cv2
+
+    data = np.fromfile(path, dtype=np.uint8)  # np.fromfile: non-ASCII paths work on Windows too
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise OSError("OpenCV could not decode the high-bit-depth data (truncated or unsupported)")
+    if arr.ndim == 3 and arr.shape[2] >= 3:
+        arr = np.concatenate([arr[:, :, 2::-1], arr[:, :, 3:]], axis=2)
+    return arr
+
+
+_CONVERT_TO = {"P": None, "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB",
+               "RGBX": "RGB", "RGBa": "RGBA", "La": "LA"}
+
+
+def _pillow_array(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in _CONVERT_TO:
+        target = _CONVERT_TO[mode]
+        if target is None:  # palette: RGBA only where the palette has transparency
+            target = "RGBA" if "transparency" in im.info or (im.palette and im.palette.mode == "RGBA") else "RGB"
+        im = im.convert(target)
+    arr = np.asarray(im)
+    if arr.dtype.byteorder not in ("=", "|"):  # big-endian 16-bit (I;16B): native order
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def load_image(path: str | Path, max_pixels: Optional[int] = None) -> LoadedImage:
+    """Read an image file for display, orientation applied, original values kept.
+
+    Args:
+        path: the file.
+        max_pixels: refuse images with more pixels than this (None: the
+            ``SPECULA_MAX_PIXELS`` environment variable, else 300 megapixels).
+
+    Raises:
+        ImageReadError: one line naming the file and the reason.
+    """
+    path = Path(path)
+    try:
+        limit = max_pixels_limit(max_pixels)
+    except ValueError as exc:
+        raise _error(path, str(exc)) from None
+    try:
+        with _pillow_limit(limit), _open_checked(path, limit) as im:
+            high_bit_colour = _needs_opencv(im)  # before anything that may decode
+            orientation = _orientation(im, path)
+            fmt = im.format or ""
+            size = _oriented_size(*_stored_size(im), orientation)
+            if high_bit_colour:
+                raw = _read_opencv(path)
+                turned_by_decoder = _opencv_orients(fmt)
+            else:
+                im.seek(0)
+                im.load()
+                raw = _pillow_array(im)
+                # Pillow turns TIFF pixels on load, and then drops the tag
+                turned_by_decoder = fmt == "TIFF" and im.tag_v2.get(_ORIENTATION_TAG, 1) != orientation
+    except ImageReadError:
+        raise
+    except Exception as exc:
+        raise _error(path, _reason(exc, limit)) from None
+    if not turned_by_decoder:
+        raw = apply_orientation(raw, orientation)
+    original = np.ascontiguousarray(raw)
+    if original.shape[:2] != size:
+        raise _error(path, f"corrupt: header says {size[1]} x {size[0]} pixels, data has "
+                           f"{original.shape[1]} x {original.shape[0]}")
+    try:
+        rgb, alpha, rng = to_display(original)
+    except ValueError as exc:
+        raise _error(path, f"unsupported: {exc}") from None
+    if original.dtype == np.uint8 and original.ndim == 3 and original.shape[2] == 3:
+        rgb = original  # 8-bit RGB: one array, not two
+    return LoadedImage(
+        rgb=rgb,
+        original=original,
+        path=path,
+        size=(int(original.shape[0]), int(original.shape[1])),
+        alpha=alpha,
+        display_range=rng,
+        orientation=orientation,
+        format=fmt,
+    )

@@ -147,8 +147,12 @@ class Palette:
                     raise PaletteError(f"{source}: unknown rule kind '{r.get('kind')}' (known: inside)")
                 rules.append(InsideRule(str(r["inner"]), str(r["outer"]), float(r.get("tolerance", 0.0))))
             return cls(str(data.get("name", Path(source).stem)), tuple(classes), tuple(rules), bool(data.get("exclusive", False)))
-        except PaletteError:
-            raise
+        except PaletteError as exc:
+            # checks made by Palette itself (duplicate names, rules naming unknown
+            # classes) do not know the file: name it here
+            if str(exc).startswith(source):
+                raise
+            raise PaletteError(f"{source}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise PaletteError(f"{source}: not a valid palette ({exc!r}); see assets/palettes for examples") from None
 
@@ -167,10 +171,15 @@ def load_palette(path: str | Path) -> Palette:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PaletteError(f"cannot read palette file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PaletteError(f"palette file {path} is not UTF-8 text: {exc}") from None
+    is_toml = path.suffix.lower() == ".toml"
     try:
-        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+        data = tomllib.loads(text) if is_toml else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PaletteError(f"palette file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+        raise PaletteError(f"palette file {path} is not valid {'TOML' if is_toml else 'JSON'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise PaletteError(f"palette file {path} must hold a table with 'classes', not a {type(data).__name__}")
     return Palette.from_dict(data, str(path))
 
 

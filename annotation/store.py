@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from annotation import rle as rle_codec
 from annotation.document import ImageRecord, ImageStatus, Instance, InstanceState
-from annotation.images import IMAGE_EXTENSIONS, ImageReadError, image_size
+from annotation.images import IMAGE_EXTENSIONS, ImageReadError, check_image
 from annotation.mask import Mask
 from annotation.palette import DEFAULT_PALETTE, Palette, builtin_palette
 
@@ -139,6 +139,7 @@ class ProjectStore:
         path = root / DB_NAME
         if not path.exists() and not create:
             raise StoreError(f"{root} is not a Specula project (no {DB_NAME}); open it in Specula first")
+        db = None
         try:
             db = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -147,13 +148,17 @@ class ProjectStore:
             current = db.execute("PRAGMA user_version").fetchone()[0]
             integrity = db.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as exc:
+            if db is not None:  # let go of the file, so the user can move it away as told
+                db.close()
             raise StoreError(
                 f"{path} is not a readable Specula database ({exc}); restore it from a backup "
                 f"or move it away to start the project afresh"
             ) from None
         if integrity != "ok":
+            db.close()
             raise StoreError(f"{path} is damaged ({integrity}); restore it from a backup")
         if current > SCHEMA_VERSION:
+            db.close()
             raise StoreError(
                 f"{path} was written by a newer Specula (schema {current} > {SCHEMA_VERSION}); update Specula"
             )
@@ -268,7 +273,7 @@ class ProjectStore:
         with self.transaction():
             for i, rel in enumerate(new):
                 try:
-                    h, w = image_size(self.root / rel)
+                    h, w = check_image(self.root / rel)
                     err = None
                 except ImageReadError as exc:
                     h, w, err = 0, 0, str(exc)
