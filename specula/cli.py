@@ -93,7 +93,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     commands = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()  # type: ignore[union-attr]
     if argv and argv[0] in commands or argv[:1] in (["-h"], ["--help"]):
         args = parser.parse_args(argv)
-        handler: Callable[[argparse.Namespace], int] = args.handler
+        # subcommand modules set either `handler` or `func` on their parsers
+        handler: Optional[Callable[[argparse.Namespace], int]] = getattr(args, "handler", None) or getattr(
+            args, "func", None
+        )
+        if handler is None:
+            parser.print_help()
+            return EXIT_BAD_INPUT
         try:
             return int(handler(args) or 0)
         except CommandError as exc:

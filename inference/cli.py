@@ -1,0 +1,147 @@
+"""The ``propose`` and ``models`` subcommands (wired into ``specula`` by ``add_parsers``).
+
+Every handler returns an exit code: 0 done, 1 done with images skipped or cancelled,
+2 bad input (one line on stderr saying what and what to do).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from inference.registry import ModelError, Registry
+
+
+def _fail(text: str) -> int:
+    print(f"specula: {text}", file=sys.stderr)
+    return 2
+
+
+def _registry(args: argparse.Namespace) -> Registry:
+    if getattr(args, "registry", None):
+        return Registry(Path(args.registry))
+    return Registry.default()
+
+
+def parse_model_spec(spec: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    """``"NAME@VERSION"`` -> (name, version); ``"NAME"`` -> (name, None); None -> (None, None)."""
+    if not spec:
+        return None, None
+    name, _, version = spec.partition("@")
+    if not name or (_ and not version):
+        raise ValueError(f"--model {spec!r}: write NAME or NAME@VERSION")
+    return name, version or None
+
+
+def cmd_propose(args: argparse.Namespace) -> int:
+    """``specula propose PROJECT [--model NAME[@VERSION]] [--images GLOB] [--device auto|cpu|cuda]``."""
+    from annotation.store import ProjectStore, StoreError
+    from inference.engine import Engine
+    from inference.propose import propose_project
+
+    try:
+        name, version = parse_model_spec(args.model)
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
+        store = ProjectStore.open(args.project, create=False)
+    except StoreError as exc:
+        return _fail(str(exc))
+    bar: Any = None
+    try:
+        engine = Engine(_registry(args), device=args.device)
+        print(engine.device_report, file=sys.stderr)
+        engine.on_message = lambda text: print(text, file=sys.stderr)
+
+        def progress(done: int, total: int, path: str) -> None:
+            nonlocal bar
+            if bar is None:
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, unit="image", file=sys.stderr, desc="propose")
+            bar.set_postfix_str(path[-40:], refresh=False)
+            bar.update(done - bar.n)
+
+        summary = propose_project(
+            store, engine, name, args.images, progress=progress, version=version,
+            on_message=lambda text: print(text, file=sys.stderr),
+        )
+    except ModelError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("specula: cancelled", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+        store.close()
+    print(summary)
+    return 1 if (summary.skipped or summary.cancelled) else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``specula models list|activate NAME VERSION|rollback NAME|import PATH [--name N]``."""
+    reg = _registry(args)
+    try:
+        if args.models_command == "list":
+            infos = reg.list()
+            actives: dict[str, str] = {}
+            for n in sorted({i.name for i in infos}):
+                actives[n] = reg.active(n).version
+            for i in infos:
+                mark = "*" if actives.get(i.name) == i.version else " "
+                where = " (shipped)" if i.read_only else ""
+                metrics = ", ".join(f"{k}={v}" for k, v in i.manifest.metrics.items())
+                print(f"{mark} {i.name}@{i.version}  {i.task}  [{', '.join(i.manifest.classes)}]"
+                      f"{'  ' + metrics if metrics else ''}{where}")
+            if not infos:
+                print(f"no models in {reg.root}")
+            for why in reg.problems.values():
+                print(f"! {why}", file=sys.stderr)
+            return 0
+        if args.models_command == "activate":
+            info = reg.activate(args.name, args.version)
+            print(f"active: {info.name}@{info.version}")
+            return 0
+        if args.models_command == "rollback":
+            info = reg.rollback(args.name)
+            print(f"active: {info.name}@{info.version}")
+            return 0
+        if args.models_command == "import":
+            classes = [c for c in args.classes.split(",") if c] if args.classes else None
+            info = reg.import_model(args.path, args.name, task=args.task, classes=classes)
+            print(f"imported {info.name}@{info.version} ({info.task}) into {info.path}")
+            return 0
+    except ModelError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{exc}; check the path and free disk space")
+    return _fail("models needs a command: list, activate, rollback or import")
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Add ``propose`` and ``models`` to an ``argparse`` subparsers object; handlers in ``func``."""
+    p = subparsers.add_parser("propose", help="propose masks for a project's images with a model")
+    p.add_argument("project", help="project folder")
+    p.add_argument("--model", help="NAME or NAME@VERSION (default: the active model)")
+    p.add_argument("--images", help="glob on project-relative paths, e.g. 'span3/*.jpg'")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--registry", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_propose)
+
+    m = subparsers.add_parser("models", help="list, activate, roll back and import models")
+    m.add_argument("--registry", help=argparse.SUPPRESS)
+    msub = m.add_subparsers(dest="models_command")
+    msub.add_parser("list", help="list model versions (* = active)")
+    a = msub.add_parser("activate", help="use VERSION of NAME")
+    a.add_argument("name")
+    a.add_argument("version")
+    r = msub.add_parser("rollback", help="go back to the previously active version of NAME")
+    r.add_argument("name")
+    i = msub.add_parser("import", help="import a model folder (with manifest.json) or an .onnx file")
+    i.add_argument("path")
+    i.add_argument("--name", help="model name (needed for a bare .onnx file)")
+    i.add_argument("--task", choices=("semantic", "cam", "instance", "prompt"), help="for a bare .onnx file")
+    i.add_argument("--classes", help="comma-separated class names, for a bare .onnx file")
+    m.set_defaults(func=cmd_models)

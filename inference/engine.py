@@ -1,0 +1,200 @@
+"""The proposal engine: the registry's active models, loaded once, with a per-image result cache.
+
+``Engine.propose`` is synchronous and thread-agnostic (the desktop calls it from a
+worker). On every call it compares the registry's ``generation()``; when a new version
+of a model was published or activated it loads that version, and if the new version
+fails to load (corrupt file, wrong input shape, unknown task) the previous one keeps
+serving and the reason goes to ``messages`` (and ``on_message``).
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+
+from inference.pipelines import PIPELINES, Pipeline, Runtimes, build_pipeline
+from inference.pipelines.prompt import GrabCutPromptSession, PromptSession, SamPromptSession, pixels_key
+from inference.proposal import Proposal
+from inference.registry import ModelError, ModelInfo, Registry, check_files
+from inference.runtime import OnnxRuntime, TorchRuntime
+
+Progress = Optional[Callable[[int, int], None]]
+
+
+def _freeze(params: Optional[Mapping[str, Any]]) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in (params or {}).items()))
+
+
+class Engine:
+    """Turns images into proposals with the registry's models.
+
+    Args:
+        registry: where the models live.
+        device: ``auto``, ``cpu`` or ``cuda``; CUDA that does not work falls back to the
+            CPU, and ``device_report`` says why.
+        cache_items: how many per-image results to keep.
+    """
+
+    def __init__(self, registry: Registry, device: str = "auto", cache_items: int = 64):
+        self.registry = registry
+        self.runtimes = Runtimes(OnnxRuntime(device), TorchRuntime(device))
+        self.messages: list[str] = []
+        self.on_message: Optional[Callable[[str], None]] = None
+        self._serving: dict[str, Pipeline] = {}  # model name -> pipeline of the version in use
+        self._pinned: dict[tuple[str, str, tuple], Pipeline] = {}  # explicitly requested versions
+        self._failed: dict[tuple[str, str], tuple] = {}  # (name, version) -> stamp that failed
+        self._reported: set[str] = set()
+        self._seen: dict[str, int] = {}  # model name -> registry generation last checked
+        self._default: Optional[str] = None
+        self._results: OrderedDict[tuple, list[Proposal]] = OrderedDict()
+        self._cache_items = cache_items
+        self._prompt: dict[tuple[str, str], PromptSession] = {}
+        self._lock = threading.RLock()
+
+    # ---------------------------------------------------------------- reporting
+    @property
+    def device_report(self) -> str:
+        """One line for the user: where inference runs and, if CUDA was refused, why."""
+        text = str(self.runtimes.onnx.report)
+        if self.runtimes.torch.reason:
+            text += f"; {self.runtimes.torch.reason}"
+        return text
+
+    def _say(self, text: str) -> None:
+        self.messages.append(text)
+        if self.on_message is not None:
+            self.on_message(text)
+
+    def current_version(self, name: str) -> Optional[str]:
+        """The version of ``name`` serving proposals now (None before its first use)."""
+        p = self._serving.get(name)
+        return p.info.version if p else None
+
+    # ---------------------------------------------------------------- loading
+    def _report_problems(self, name: Optional[str]) -> None:
+        for folder, why in self.registry.problems.items():
+            if why in self._reported:
+                continue
+            if name is None or f"/{name}/" in folder.replace("\\", "/") + "/":
+                self._reported.add(why)
+                self._say(f"model version refused: {why}")
+
+    def pipeline(self, model: Optional[str] = None, version: Optional[str] = None) -> Pipeline:
+        """The loaded pipeline for ``model`` (default model when None) at ``version`` (active when None).
+
+        Raises ``ModelError`` when the model is unknown, or when the version asked for (or,
+        with nothing serving yet, the active version) cannot be loaded.
+        """
+        with self._lock:
+            if version is not None:
+                info = self.registry.get(model or self.registry.active().name, version)
+                key = (info.name, info.version, info.stamp())
+                if key not in self._pinned:
+                    self._pinned[key] = build_pipeline(info, self.runtimes)
+                return self._pinned[key]
+            gen = self.registry.generation()
+            name = model or self._default
+            if name is not None and self._seen.get(name) == gen and name in self._serving:
+                return self._serving[name]  # nothing published or activated since the last call
+            info = self.registry.active(model)
+            self._report_problems(info.name)
+            self._seen[info.name] = gen
+            if model is None:
+                self._default = info.name
+            serving = self._serving.get(info.name)
+            if serving is not None and serving.info.version == info.version and serving.info.stamp() == info.stamp():
+                return serving
+            if serving is not None and self._failed.get((info.name, info.version)) == info.stamp():
+                return serving  # already refused this exact version; keep serving quietly
+            try:
+                fresh = build_pipeline(info, self.runtimes)
+            except ModelError as exc:
+                self._failed[(info.name, info.version)] = info.stamp()
+                if serving is None:
+                    raise
+                self._say(f"{info.name}@{info.version} could not be loaded, still using "
+                          f"{info.name}@{serving.info.version}: {exc}")
+                return serving
+            self._serving[info.name] = fresh
+            if serving is not None:
+                self._say(f"now proposing with {info.name}@{info.version} (was {serving.info.version})")
+            return fresh
+
+    def check(self, info: ModelInfo) -> None:
+        """Load ``info`` once without serving it (``ModelError`` with the reason if it fails)."""
+        if info.task in PIPELINES:
+            build_pipeline(info, self.runtimes)
+        else:
+            check_files(info)
+            SamPromptSession(info, self.runtimes).close()
+
+    # ---------------------------------------------------------------- proposing
+    def propose(
+        self,
+        image_rgb: np.ndarray,
+        model: Optional[str] = None,
+        version: Optional[str] = None,
+        params: Optional[Mapping[str, Any]] = None,
+        cancel: object = None,
+        progress: Progress = None,
+        image_key: Optional[str] = None,
+    ) -> list[Proposal]:
+        """Proposals for one ``(H, W, 3)`` uint8 RGB image.
+
+        Args:
+            model, version: registry entry; None = the default model, its active version.
+            params: pipeline parameters (e.g. ``{"threshold": 0.3}``, ``{"iterations": 4}``).
+            cancel: ``threading.Event`` or callable; when set, ``inference.tiling.Cancelled`` is raised.
+            progress: called with (steps done, steps total).
+            image_key: the image's SHA-1 when known (saves hashing the pixels for the cache).
+
+        Returns:
+            Proposals (fresh copies; the caller may edit their masks), best score first.
+        """
+        pipe = self.pipeline(model, version)
+        key = (image_key or pixels_key(image_rgb), pipe.info.name, pipe.info.version, _freeze(params))
+        with self._lock:
+            hit = self._results.get(key)
+            if hit is not None:
+                self._results.move_to_end(key)
+                return [p.copy() for p in hit]
+        result = pipe.propose(image_rgb, params, cancel, progress)
+        with self._lock:
+            self._results[key] = result
+            while len(self._results) > self._cache_items:
+                self._results.popitem(last=False)
+        return [p.copy() for p in result]
+
+    # ---------------------------------------------------------------- prompting
+    def prompt_session(self, model: Optional[str] = None, version: Optional[str] = None) -> PromptSession:
+        """A prompt session: the named (or first active) prompt model, else GrabCut.
+
+        A prompt model that fails to load falls back to GrabCut with a message, so the
+        click tool always works.
+        """
+        infos = [i for i in self.registry.list() if i.task == "prompt"]
+        if model is None and version is None:
+            names = sorted({i.name for i in infos})
+            if not names:
+                return GrabCutPromptSession()
+            model = names[0]
+        info = self.registry.get(model, version) if model else None
+        if info is None or info.task != "prompt":
+            raise ModelError(f"{model} is not a prompt model (task {info.task if info else '?'})")
+        key = (info.name, info.version)
+        with self._lock:
+            if key not in self._prompt:
+                try:
+                    check_files(info)
+                    self._prompt[key] = SamPromptSession(info, self.runtimes)
+                except ModelError as exc:
+                    self._say(f"{info.name}@{info.version} could not be loaded, using GrabCut: {exc}")
+                    return GrabCutPromptSession()
+            return self._prompt[key]
+
+    def close(self) -> None:
+        for s in self._prompt.values():
+            s.close()
+        self._prompt.clear()

@@ -1,0 +1,106 @@
+"""Semantic segmentation: per-class probability maps -> threshold -> connected components."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+import cv2
+import numpy as np
+
+from inference.pipelines.base import (
+    Pipeline, Progress, Runtimes, activate, check_image, expect_rgb_input, maps_to_proposals, normalize, resize_maps,
+)
+from inference.proposal import Proposal
+from inference.registry import ModelError, ModelInfo
+from inference.tiling import tiled_apply
+
+_WARMUP_SIDE = 64
+
+
+class SemanticPipeline(Pipeline):
+    """A model mapping ``(1, 3, H, W)`` normalised RGB to ``(1, C, H, W)`` scores, C = len(classes).
+
+    ``model.onnx`` runs in ONNX Runtime; without it ``model.pt`` (TorchScript) runs in PyTorch.
+    The manifest's ``output_activation`` turns the output into probabilities. Images larger
+    than the manifest's tile are processed in overlapping tiles (``inference.tiling``).
+
+    Parameters: ``threshold`` (probability, default 0.5), ``min_area`` (pixels, default 1).
+    """
+
+    task = "semantic"
+    defaults = {"threshold": 0.5, "min_area": 1}
+
+    def __init__(self, info: ModelInfo, runtimes: Runtimes):
+        super().__init__(info, runtimes)
+        man = self.manifest
+        self._fixed = man.input_size
+        if info.has("model.onnx"):
+            path = info.file("model.onnx")
+            self._sess = runtimes.onnx.session(path)
+            self._input, fixed = expect_rgb_input(self._sess, path)
+            if fixed is not None and man.input_size is not None and tuple(fixed) != tuple(man.input_size):
+                raise ModelError(
+                    f"{path}: the model takes {fixed[0]}x{fixed[1]} images but the manifest says "
+                    f"input_size {man.input_size[0]}x{man.input_size[1]}"
+                )
+            self._fixed = fixed or man.input_size
+            self._module = None
+        else:
+            self._sess = None
+            self._module = runtimes.torch.load_module(info.file("model.pt"))
+        side = self._fixed or (_WARMUP_SIDE, _WARMUP_SIDE)
+        try:
+            out = self._raw(np.zeros((1, 3, side[0], side[1]), np.float32))
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the runtime raises, the model is unusable
+            raise ModelError(f"{info.path}: the model does not run on a {side[0]}x{side[1]} test image "
+                             f"({str(exc).strip().splitlines()[0][:300]})") from None
+        if out.ndim != 4 or out.shape[1] != len(man.classes):
+            raise ModelError(
+                f"{info.path}: the model outputs shape {tuple(out.shape)}; the manifest's "
+                f"{len(man.classes)} classes need (1, {len(man.classes)}, H, W)"
+            )
+
+    def _raw(self, x: np.ndarray) -> np.ndarray:
+        """``(1, 3, H, W)`` float32 -> ``(1, C, H, W)`` float32 raw output."""
+        if self._sess is not None:
+            return np.asarray(self._sess.run(None, {self._input: x})[0])
+        import torch
+
+        dev = self.runtimes.torch.device
+        with torch.no_grad():
+            y = self._module(torch.from_numpy(x).to(dev))
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        return y.float().cpu().numpy()
+
+    def probabilities(self, rgb: np.ndarray) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB (one tile or a whole image) -> ``(C, H, W)`` float32 in [0, 1]."""
+        h, w = rgb.shape[:2]
+        src = rgb
+        if self._fixed is not None and (h, w) != tuple(self._fixed):
+            src = cv2.resize(rgb, (self._fixed[1], self._fixed[0]), interpolation=cv2.INTER_LINEAR)
+        raw = self._raw(normalize(src, self.manifest))[0]
+        probs = activate(raw, self.manifest.output_activation, axis=0)
+        return resize_maps(probs, (h, w))
+
+    def probability_maps(self, rgb: np.ndarray, cancel: object = None, progress: Progress = None) -> np.ndarray:
+        """Whole-image ``(C, H, W)`` float32 probabilities, tiled when the image exceeds the tile."""
+        rgb = check_image(rgb)
+        tile = self.manifest.tile
+        if tile is None or max(rgb.shape[:2]) <= tile:
+            maps = self.probabilities(rgb)
+            if progress:
+                progress(1, 1)
+            return maps
+        return tiled_apply(rgb, self.probabilities, tile, self.manifest.overlap, cancel=cancel, progress=progress)
+
+    def propose(
+        self, rgb: np.ndarray, params: Optional[Mapping[str, Any]] = None, cancel: object = None, progress: Progress = None
+    ) -> list[Proposal]:
+        p = self.params(params)
+        maps = self.probability_maps(rgb, cancel, progress)
+        return maps_to_proposals(
+            maps, self.manifest.classes, self.info, threshold=float(p["threshold"]),
+            background=self.manifest.background_class, min_area=int(p["min_area"]),
+        )

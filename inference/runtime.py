@@ -1,0 +1,212 @@
+"""Runtimes: ONNX Runtime sessions (always) and TorchScript modules (only where torch exists).
+
+The execution device is chosen once per ``OnnxRuntime`` and described in ``report`` for
+the user: CUDA when the provider is listed *and* a session really runs on it, else CPU,
+with the reason CUDA could not be used. torch is imported only inside ``TorchRuntime``'s
+methods, so a field install without torch proposes with ONNX models.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from inference.registry import ModelError
+
+DEVICES = ("auto", "cpu", "cuda")
+# y = Identity(x), x: float[1]; built with onnx.helper (opset 13) and kept inline so that
+# probing the GPU needs neither the onnx package nor a model on disk
+_PROBE_MODEL = base64.b64decode(
+    "CAg6OwoQCgF4EgF5IghJZGVudGl0eRIFcHJvYmVaDwoBeBIKCggIARIECgIIAWIPCgF5EgoKCAgBEgQKAggBQgQKABAN"
+)
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """Where inference runs, and why (shown to the user)."""
+
+    requested: str
+    device: str  # "cuda" or "cpu"
+    providers: tuple[str, ...]
+    reason: str = ""
+
+    def __str__(self) -> str:
+        text = f"inference on {self.device.upper()} (ONNX Runtime: {', '.join(self.providers)})"
+        return f"{text}; {self.reason}" if self.reason else text
+
+
+def _cuda_failure_reason() -> str:
+    """Why the CUDA provider did not load: the missing library if the loader says so."""
+    import ctypes
+
+    import onnxruntime as ort
+
+    lib = Path(ort.__file__).parent / "capi" / (
+        "onnxruntime_providers_cuda.dll" if os.name == "nt" else "libonnxruntime_providers_cuda.so"
+    )
+    if not lib.exists():
+        return "this onnxruntime build has no CUDA provider library (install onnxruntime-gpu)"
+    try:
+        ctypes.CDLL(str(lib))
+    except OSError as exc:
+        return f"the CUDA provider could not load: {exc} (install the CUDA and cuDNN runtime it needs)"
+    return "no usable CUDA GPU was found (driver missing, or the GPU is not supported)"
+
+
+def choose_providers(requested: str = "auto") -> DeviceReport:
+    """Pick ONNX Runtime providers for ``requested`` in ``auto|cpu|cuda``; never raises for CUDA."""
+    import onnxruntime as ort
+
+    if requested not in DEVICES:
+        raise ValueError(f"device {requested!r} is not one of {', '.join(DEVICES)}")
+    cpu = ("CPUExecutionProvider",)
+    if requested == "cpu":
+        return DeviceReport(requested, "cpu", cpu)
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        reason = "this onnxruntime has no CUDA provider (install onnxruntime-gpu)"
+        return DeviceReport(requested, "cpu", cpu, f"CUDA unavailable: {reason}" if requested == "cuda" else "")
+    old = ort.get_default_logger_severity() if hasattr(ort, "get_default_logger_severity") else 2
+    ort.set_default_logger_severity(4)  # the failure is reported below, in one line, not as a log dump
+    try:
+        sess = ort.InferenceSession(_PROBE_MODEL, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        sess.run(None, {"x": np.zeros(1, np.float32)})
+        on_cuda = sess.get_providers()[0] == "CUDAExecutionProvider"
+        error = ""
+    except Exception as exc:  # noqa: BLE001 - any failure means: use the CPU, say why
+        on_cuda, error = False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    finally:
+        ort.set_default_logger_severity(old)
+    if on_cuda:
+        return DeviceReport(requested, "cuda", ("CUDAExecutionProvider", "CPUExecutionProvider"))
+    reason = error or _cuda_failure_reason()
+    note = f"CUDA unavailable, using the CPU: {reason}"
+    return DeviceReport(requested, "cpu", cpu, note if requested == "cuda" else f"(GPU not used: {reason})")
+
+
+class OnnxRuntime:
+    """ONNX Runtime sessions with one device choice and a cache keyed by (path, mtime, providers)."""
+
+    def __init__(self, device: str = "auto"):
+        self.report = choose_providers(device)
+        self._sessions: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return self.report.providers
+
+    def session(self, path: str | Path, warmup: Optional[dict[str, np.ndarray]] = None) -> Any:
+        """A cached ``InferenceSession`` for ``path``; ``ModelError`` if it cannot load.
+
+        ``warmup`` (input name -> array) is run once when the session is created, so the
+        first real proposal does not pay for lazy initialisation.
+        """
+        import onnxruntime as ort
+
+        path = Path(path)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot read the model file ({exc.strerror})") from None
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, self.providers)
+        with self._lock:
+            sess = self._sessions.get(key)
+            if sess is not None:
+                return sess
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            # ORT's worker threads busy-wait after a run by default; that steals the cores
+            # the post-processing (thresholds, components) runs on right after
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            try:
+                sess = ort.InferenceSession(str(path), sess_options=opts, providers=list(self.providers))
+            except Exception as exc:  # noqa: BLE001 - ORT raises several types for bad files
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ModelError(f"{path}: ONNX Runtime cannot load it ({first[:300]})") from None
+            if warmup is not None:
+                try:
+                    sess.run(None, warmup)
+                except Exception as exc:  # noqa: BLE001
+                    first = str(exc).strip().splitlines()[0]
+                    raise ModelError(f"{path}: the model does not run on a test input ({first[:300]})") from None
+            # drop older sessions of the same file (a replaced file must not keep memory)
+            for k in [k for k in self._sessions if k[0] == key[0]]:
+                del self._sessions[k]
+            self._sessions[key] = sess
+            return sess
+
+
+def onnx_input_shape(sess: Any) -> tuple[str, list]:
+    """(name, shape) of a session's first input; dynamic dimensions are strings or None."""
+    inp = sess.get_inputs()[0]
+    return inp.name, list(inp.shape)
+
+
+class TorchRuntime:
+    """TorchScript modules on the requested device; CUDA falls back to CPU with a reason.
+
+    Loading never unpickles arbitrary objects: ``torch.jit.load`` for scripted modules,
+    ``torch.load(weights_only=True)`` for plain state dicts.
+    """
+
+    def __init__(self, device: str = "auto"):
+        if device not in DEVICES:
+            raise ValueError(f"device {device!r} is not one of {', '.join(DEVICES)}")
+        self.requested = device
+        self._device: Optional[str] = None
+        self.reason = ""
+        self._modules: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> str:
+        """``"cuda"`` or ``"cpu"``, decided on first use (imports torch)."""
+        if self._device is None:
+            import torch
+
+            if self.requested == "cpu":
+                self._device = "cpu"
+            elif torch.cuda.is_available():
+                self._device = "cuda"
+            else:
+                self._device = "cpu"
+                if self.requested == "cuda":
+                    self.reason = "CUDA unavailable to PyTorch, using the CPU (no GPU or no CUDA build of torch)"
+        return self._device
+
+    def load_module(self, path: str | Path) -> Any:
+        """A TorchScript module in eval mode on ``device``; ``ModelError`` if it cannot load."""
+        import torch
+
+        path = Path(path)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise ModelError(f"{path}: cannot read the model file ({exc.strerror})") from None
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size, self.device)
+        with self._lock:
+            mod = self._modules.get(key)
+            if mod is None:
+                try:
+                    mod = torch.jit.load(str(path), map_location=self.device).eval()
+                except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError and others
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise ModelError(f"{path}: not a TorchScript model PyTorch can load ({first[:300]})") from None
+                for k in [k for k in self._modules if k[0] == key[0]]:
+                    del self._modules[k]
+                self._modules[key] = mod
+            return mod
+
+    def load_state_dict(self, path: str | Path) -> dict:
+        """A state dict of tensors, loaded without unpickling code (``weights_only=True``)."""
+        import torch
+
+        try:
+            return torch.load(str(path), map_location=self.device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{path}: not a weights-only state dict ({str(exc).splitlines()[0][:300]})") from None

@@ -1,0 +1,153 @@
+"""Engine: semantic proposals through the registry, hot swap of versions, refusal of broken ones."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.engine import Engine
+from inference.registry import ModelError, Registry
+from inference.tiling import Cancelled
+from inference_testmodels import colour_model, manifest, scene
+
+RED, GREEN = 0, 1
+
+
+def _publish(reg: Registry, tmp_path: Path, version: str, colour: int, **extra: object) -> None:
+    w = colour_model(tmp_path / f"w{version}" / "model.onnx", colour)
+    reg.publish(w.parent, manifest("defects", version, **extra))
+
+
+def test_semantic_end_to_end(registry: Registry, tmp_path: Path) -> None:
+    _publish(registry, tmp_path, "1", RED)
+    engine = Engine(registry, device="cpu")
+    props = engine.propose(scene())
+    assert len(props) == 2
+    assert {p.mask.bbox for p in props} == {(10, 10, 30, 30), (90, 60, 120, 85)}
+    for p in props:
+        assert p.class_name == "defect" and (p.model, p.version) == ("defects", "1")
+        assert p.origin == "defects@1" and 0.99 < p.score <= 1.0
+        assert p.mask.image_size == (96, 128)
+    assert engine.current_version("defects") == "1"
+
+
+def test_background_class_gives_no_proposals(registry: Registry, tmp_path: Path) -> None:
+    from inference_testmodels import conv_stack
+
+    wt = np.zeros((2, 3, 1, 1), np.float32)
+    wt[0, :, 0, 0] = (-20, 10, 10)  # background where not red
+    wt[1, :, 0, 0] = (20, -10, -10)
+    path = conv_stack(tmp_path / "bg" / "model.onnx", [wt], [np.zeros(2)])
+    registry.publish(path.parent, manifest("bg", "1", classes=["background", "red"], background_class="background",
+                                           output_activation="softmax"))
+    props = Engine(registry, device="cpu").propose(scene(), model="bg")
+    assert {p.class_name for p in props} == {"red"} and len(props) == 2
+
+
+def test_params_threshold_and_result_cache(registry: Registry, tmp_path: Path) -> None:
+    _publish(registry, tmp_path, "1", RED)
+    engine = Engine(registry, device="cpu")
+    img = scene()
+    a = engine.propose(img, params={"min_area": 450})
+    assert [p.mask.area for p in a] == [750]
+    a[0].mask.array[:] = False  # the caller edits its copy
+    again = engine.propose(img, params={"min_area": 450})
+    assert again[0].mask.area == 750
+    with pytest.raises(ValueError, match="no parameter 'iterations'"):
+        engine.propose(img, params={"iterations": 3})
+
+
+def test_new_version_is_picked_up_without_restart(registry: Registry, tmp_path: Path) -> None:
+    _publish(registry, tmp_path, "1", RED)
+    engine = Engine(registry, device="cpu")
+    img = scene()
+    assert len(engine.propose(img)) == 2
+    _publish(registry, tmp_path, "2", GREEN)  # training publishes while the engine serves
+    props = engine.propose(img)
+    assert [p.mask.bbox for p in props] == [(70, 10, 100, 40)] and props[0].version == "2"
+    assert engine.current_version("defects") == "2"
+    registry.rollback("defects")
+    assert engine.propose(img)[0].version == "1"
+
+
+def _assert_refused_and_old_serves(engine: Engine, registry: Registry, version: str, why: str) -> None:
+    img = scene()
+    props = engine.propose(img)
+    assert engine.current_version("defects") == "1"
+    assert props and all(p.version == "1" for p in props)
+    assert any(version in m and why in m for m in engine.messages), engine.messages
+
+
+def test_garbage_weights_are_refused_and_old_version_serves(registry: Registry, tmp_path: Path) -> None:
+    _publish(registry, tmp_path, "1", RED)
+    engine = Engine(registry, device="cpu")
+    engine.propose(scene())
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.onnx").write_bytes(b"\x08\x01garbage bytes, not a model")
+    registry.publish(bad, manifest("defects", "2"))
+    _assert_refused_and_old_serves(engine, registry, "defects@2", "cannot load")
+    with pytest.raises(ModelError, match="cannot load"):
+        engine.propose(scene(), version="2")  # asking for it explicitly says why
+
+
+def test_wrong_input_shape_is_refused(registry: Registry, tmp_path: Path) -> None:
+    _publish(registry, tmp_path, "1", RED)
+    engine = Engine(registry, device="cpu")
+    engine.propose(scene())
+    one_channel = colour_model(tmp_path / "g" / "model.onnx", 0, in_channels=1)
+    registry.publish(one_channel.parent, manifest("defects", "2"))
+    _assert_refused_and_old_serves(engine, registry, "defects@2", "expected (1, 3, H, W)")
+    fixed = colour_model(tmp_path / "f" / "model.onnx", 0, fixed_hw=(32, 32))
+    registry.publish(fixed.parent, manifest("defects", "3", input_size=[64, 64]))
+    _assert_refused_and_old_serves(engine, registry, "defects@3", "takes 32x32")
+
+
+def test_unknown_task_is_refused(registry: Registry, tmp_path: Path) -> None:
+    _publish(registry, tmp_path, "1", RED)
+    engine = Engine(registry, device="cpu")
+    engine.propose(scene())
+    # a newer trainer wrote a task this engine does not know, straight into the registry
+    src = registry.root / "defects" / "1"
+    dst = registry.root / "defects" / "2"
+    shutil.copytree(src, dst)
+    (dst / "manifest.json").write_text((src / "manifest.json").read_text()
+                                       .replace('"semantic"', '"depth"').replace('"version": "1"', '"version": "2"'))
+    _assert_refused_and_old_serves(engine, registry, "defects/2", "unknown task 'depth'")
+
+
+def test_first_load_failure_raises(registry: Registry, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.onnx").write_bytes(b"junk")
+    registry.publish(bad, manifest("defects", "1"))
+    with pytest.raises(ModelError, match="defects/1/model.onnx"):
+        Engine(registry, device="cpu").propose(scene())
+    with pytest.raises(ModelError, match="no model named 'other'"):
+        Engine(registry, device="cpu").propose(scene(), model="other")
+
+
+def test_cuda_request_runs_on_cpu_with_message(registry: Registry, tmp_path: Path) -> None:
+    from inference.runtime import choose_providers
+
+    if choose_providers("auto").device == "cuda":
+        pytest.skip("a working CUDA GPU is present")
+    _publish(registry, tmp_path, "1", RED)
+    engine = Engine(registry, device="cuda")
+    assert "CPU" in engine.device_report and "CUDA unavailable" in engine.device_report
+    assert len(engine.propose(scene())) == 2
+
+
+def test_cancel(registry: Registry, tmp_path: Path) -> None:
+    _publish(registry, tmp_path, "1", RED, tiling={"tile": 32, "overlap": 8})
+    with pytest.raises(Cancelled):
+        Engine(registry, device="cpu").propose(scene(), cancel=lambda: True)
+
+
+def test_instance_task_through_onnx_without_torch_needs_outputs(registry: Registry, tmp_path: Path) -> None:
+    w = colour_model(tmp_path / "i" / "model.onnx", 0)
+    registry.publish(w.parent, manifest("inst", "1", task="instance"))
+    with pytest.raises(ModelError, match="needs boxes, labels, scores, masks"):
+        Engine(registry, device="cpu").propose(scene(), model="inst")

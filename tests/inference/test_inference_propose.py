@@ -1,0 +1,126 @@
+"""Proposing for a project, the CLI, and the field path (ONNX only, torch never imported)."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotation.document import Instance, InstanceState, model_origin
+from annotation.mask import Mask
+from annotation.store import ProjectStore
+from inference.cli import add_parsers
+from inference.engine import Engine
+from inference.propose import propose_project
+from inference.registry import Registry
+from inference_testmodels import colour_model, manifest, scene
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _project(tmp_path: Path) -> Path:
+    proj = tmp_path / "project"
+    (proj / "span1").mkdir(parents=True)
+    Image.fromarray(scene()).save(proj / "span1" / "a.png")
+    Image.fromarray(scene()[:, ::-1].copy()).save(proj / "span1" / "b.png")
+    (proj / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    return proj
+
+
+def _registry(tmp_path: Path) -> Registry:
+    reg = Registry(tmp_path / "reg")
+    w = colour_model(tmp_path / "w" / "model.onnx", 0)
+    reg.publish(w.parent, manifest("defects", "1"))
+    return reg
+
+
+def test_propose_project_replaces_proposals_only(tmp_path: Path) -> None:
+    proj = _project(tmp_path)
+    reg = _registry(tmp_path)
+    with ProjectStore.open(proj) as store:
+        a = store.image_by_path("span1/a.png")
+        assert a is not None
+        keep = Instance(a.id, "defect", Mask.from_full(np.ones((96, 128), bool)), InstanceState.ACCEPTED)  # type: ignore[arg-type]
+        old = Instance(a.id, "defect", Mask.from_full(np.ones((96, 128), bool)), InstanceState.PROPOSED,  # type: ignore[arg-type]
+                       origin="defects@0", score=0.1)
+        store.add_instances([keep, old])
+        seen: list[tuple[int, int, str]] = []
+        summary = propose_project(store, Engine(reg, device="cpu"), progress=lambda *a: seen.append(a))
+        assert (summary.images, summary.proposals, summary.model, summary.version) == (2, 4, "defects", "1")
+        assert list(summary.skipped) == ["broken.jpg"] and "broken.jpg" in summary.skipped["broken.jpg"]
+        assert seen[-1][:2] == (3, 3)
+        proposed = store.instances(a.id, [InstanceState.PROPOSED])
+        assert len(proposed) == 2
+        assert all(i.origin == model_origin("defects", "1") and i.score and i.score > 0.9 for i in proposed)
+        assert len(store.instances(a.id, [InstanceState.ACCEPTED])) == 1
+        logs = store.interactions(actions=["propose"])
+        assert len(logs) == 2 and logs[0].details["version"] == "1" and logs[0].details["proposals"] == 2
+        assert store.image(a.id).sha1  # type: ignore[arg-type]
+        # again, restricted by glob: replaced, not duplicated
+        summary = propose_project(store, Engine(reg, device="cpu"), images_glob="span1/a.*")
+        assert summary.images == 1
+        assert len(store.instances(a.id, [InstanceState.PROPOSED])) == 2
+
+
+def _cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="specula")
+    add_parsers(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_models_and_propose(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proj = _project(tmp_path)
+    ProjectStore.open(proj).close()
+    reg = _registry(tmp_path)
+    w2 = colour_model(tmp_path / "w2.onnx", 1)
+    r = ["--registry", str(reg.root)]
+    assert _cli(["models", *r, "import", str(w2), "--name", "defects", "--classes", "defect"]) == 0
+    assert _cli(["models", *r, "list"]) == 0
+    out = capsys.readouterr().out
+    assert "  defects@1" in out and "* defects@2" in out
+    assert _cli(["models", *r, "rollback", "defects"]) == 0
+    assert _cli(["models", *r, "activate", "defects", "9"]) == 2
+    assert "no model defects@9" in capsys.readouterr().err
+    assert _cli(["propose", str(proj), "--model", "defects@2", "--device", "cuda", *r]) == 1  # broken.jpg skipped
+    captured = capsys.readouterr()
+    assert "2 proposals on 2 images with defects@2" in captured.out  # the green model
+    assert "CUDA unavailable" in captured.err or "CUDA" in captured.err
+    assert "propose" in captured.err  # the progress bar
+    assert _cli(["propose", str(tmp_path / "nowhere"), *r]) == 2
+    assert _cli(["propose", str(proj), "--model", "defects@", *r]) == 2
+    assert _cli(["propose", str(proj), "--model", "nothing", *r]) == 2
+    err = capsys.readouterr().err
+    assert "no model named 'nothing'" in err and "NAME@VERSION" in err
+
+
+def test_field_path_never_imports_torch(tmp_path: Path) -> None:
+    """ONNX proposals on a project, in a fresh interpreter: torch must stay out of sys.modules."""
+    proj = _project(tmp_path)
+    reg = _registry(tmp_path)
+    script = textwrap.dedent(f"""
+        import sys
+        from annotation.store import ProjectStore
+        from inference.engine import Engine
+        from inference.propose import propose_project
+        from inference.registry import Registry
+        import inference.pipelines, inference.cli, inference.runtime, inference.tiling
+        with ProjectStore.open({str(proj)!r}) as store:
+            engine = Engine(Registry({str(reg.root)!r}), device="auto")
+            summary = propose_project(store, engine)
+            s = engine.prompt_session()
+            from annotation.images import load_image
+            s.set_image(load_image({str(proj / "span1" / "a.png")!r}).rgb)
+            m = s.predict(box=(8, 8, 32, 32))
+        print(summary.proposals, m.area > 0)
+        assert "torch" not in sys.modules, "torch was imported"
+        assert not any(name.startswith("torch.") for name in sys.modules)
+    """)
+    res = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["4", "True"]
