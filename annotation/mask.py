@@ -72,9 +72,14 @@ def rasterize_polygon(
 ) -> "Mask":
     """Rasterise a closed polygon of straight segments into a ``Mask``.
 
-    The rule is labelme's ``shape_to_mask`` (Pillow's polygon with its outline), so a
-    polygon drawn in Specula and the same polygon imported from labelme give the same
-    pixels. Only the polygon's own box is allocated.
+    The rule is Pillow's polygon with its outline (labelme's ``shape_to_mask`` rule),
+    drawn in a frame around the polygon's own box so that the cost follows the
+    polygon, not the image. Vertices outside the image are clipped geometrically.
+    Drawing on the full image, as labelme does, differs by a pixel on rare edges
+    (Pillow's edge arithmetic is not exactly shift-invariant) and where vertices lie
+    at negative coordinates; ``annotation.formats.labelme.shape_mask`` reproduces
+    labelme exactly for imports. The polygon tool and every Specula edit use this
+    function, so a polygon drawn and a polygon stored always agree.
     """
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if len(pts) == 0:

@@ -208,6 +208,7 @@ class ProjectStore:
             self._depth -= 1
             if self._depth == 0:
                 self._db.execute("ROLLBACK")
+                self._palette = None  # a rolled-back set_palette must not linger in memory
             raise
         else:
             self._depth -= 1
@@ -216,6 +217,7 @@ class ProjectStore:
                     self._db.execute("COMMIT")
                 except sqlite3.OperationalError as exc:
                     self._db.execute("ROLLBACK")
+                    self._palette = None
                     raise StoreError(
                         f"could not save to {self.root / DB_NAME} ({exc}); free disk space and retry: "
                         f"the edit is still on screen"

@@ -1,0 +1,315 @@
+"""Glue between the formats and a project: import into a ``ProjectStore``, export from one.
+
+Import matches each image of the file to a project image: by the file the
+importer found on disk (when it lies inside the project), then by relative path,
+then by file name, then by file stem (mask formats name ``ID.png`` for ``ID.jpg``),
+each only when unambiguous. An image not in the project is added when its file
+exists under the project folder, else reported. A path read from an annotation
+never reaches outside the project: absolute paths and ``..`` that climb out are
+refused (such an image may still match a project image by name). The whole
+import is one transaction: it lands completely or not at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional, Sequence
+
+from annotation.document import ImageRecord, Instance, InstanceState
+from annotation.formats.class_masks import export_class_masks, import_class_masks
+from annotation.formats.coco import export_coco, import_coco
+from annotation.formats.color_masks import export_color_masks, import_color_masks
+from annotation.formats.common import FormatError, ImportResult, LabelledImage, LabelledInstance, Progress, safe_relative
+from annotation.formats.cvat import export_cvat, import_cvat
+from annotation.formats.instance_masks import export_instance_masks, import_instance_masks
+from annotation.formats.labelme import export_labelme, import_labelme
+from annotation.palette import Palette
+from annotation.store import ProjectStore
+
+Importer = Callable[..., ImportResult]
+Exporter = Callable[..., list]
+
+
+class FormatEntry(NamedTuple):
+    """``importer(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult``
+    and ``exporter(images, palette, out_path, *, polygons=False, progress=None) -> warnings``.
+
+    Options a format has no use for are ignored by its adapter (``import_into_project``
+    says so in its report), so callers can treat all formats alike.
+    """
+
+    importer: Importer
+    exporter: Exporter
+
+
+def _coco_in(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult:
+    return import_coco(path, image_root, progress=progress)
+
+
+def _coco_out(images, palette, out_path, *, polygons=False, progress=None) -> list:
+    return export_coco(images, palette, out_path, polygons=polygons, progress=progress)
+
+
+def _labelme_in(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult:
+    return import_labelme(path, image_root, progress=progress)
+
+
+def _labelme_out(images, palette, out_path, *, polygons=False, progress=None) -> list:
+    return export_labelme(images, palette, out_path, progress=progress)
+
+
+def _cvat_in(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult:
+    return import_cvat(path, image_root, progress=progress)
+
+
+def _cvat_out(images, palette, out_path, *, polygons=False, progress=None) -> list:
+    return export_cvat(images, palette, out_path, progress=progress)
+
+
+def _color_in(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult:
+    return import_color_masks(path, palette, image_root, progress=progress)
+
+
+def _color_out(images, palette, out_path, *, polygons=False, progress=None) -> list:
+    return export_color_masks(images, palette, out_path, progress=progress)
+
+
+def _instance_in(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult:
+    return import_instance_masks(path, image_root, class_name, progress=progress)
+
+
+def _instance_out(images, palette, out_path, *, polygons=False, progress=None) -> list:
+    return export_instance_masks(images, palette, out_path, progress=progress)
+
+
+def _class_in(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult:
+    if not class_name:
+        raise FormatError("binary class masks carry no class name; give the class they hold (class_name)")
+    return import_class_masks(path, class_name, image_root, progress=progress)
+
+
+def _class_out(images, palette, out_path, *, polygons=False, progress=None) -> list:
+    return export_class_masks(images, palette, out_path, progress=progress)
+
+
+FORMATS: dict[str, FormatEntry] = {
+    "coco": FormatEntry(_coco_in, _coco_out),
+    "labelme": FormatEntry(_labelme_in, _labelme_out),
+    "cvat": FormatEntry(_cvat_in, _cvat_out),
+    "color-masks": FormatEntry(_color_in, _color_out),
+    "instance-masks": FormatEntry(_instance_in, _instance_out),
+    "class-masks": FormatEntry(_class_in, _class_out),
+}
+# which import options each format reads; the others are reported as ignored
+_USES_CLASS_NAME = {"class-masks", "instance-masks"}
+
+
+@dataclass
+class ImportReport:
+    format: str
+    path: str
+    images_matched: int = 0  # images whose labels were stored, the added ones included
+    images_added: list[str] = field(default_factory=list)
+    images_not_found: list[str] = field(default_factory=list)  # neither in the project nor on disk inside it
+    instances_added: int = 0
+    duplicates_skipped: int = 0  # identical to an instance already in the project
+    classes_added: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExportReport:
+    format: str
+    path: str
+    images: int = 0
+    instances: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _check_format(fmt: str) -> FormatEntry:
+    try:
+        return FORMATS[fmt]
+    except KeyError:
+        raise FormatError(f"unknown format '{fmt}'; known: {', '.join(FORMATS)}") from None
+
+
+class _Matcher:
+    """Finds the project image a ``LabelledImage`` belongs to (see the module note)."""
+
+    def __init__(self, store: ProjectStore):
+        self.store = store
+        self.root = Path(store.root).resolve()
+        self.records = store.images()
+        self.by_name: dict[str, list[ImageRecord]] = {}
+        self.by_stem: dict[str, list[ImageRecord]] = {}
+        for r in self.records:
+            self._index(r)
+
+    def _index(self, r: ImageRecord) -> None:
+        p = Path(r.path)
+        self.by_name.setdefault(p.name, []).append(r)
+        self.by_stem.setdefault(p.stem, []).append(r)
+
+    def inside(self, file: Path) -> Optional[str]:
+        """``file`` relative to the project root, or None if it lies outside (symlinks resolved)."""
+        try:
+            return Path(file).resolve().relative_to(self.root).as_posix()
+        except (ValueError, OSError):
+            return None
+
+    def match(self, li: LabelledImage, report: ImportReport) -> Optional[ImageRecord]:
+        candidates: list[str] = []
+        if li.file is not None:
+            rel = self.inside(li.file)
+            if rel is not None:
+                candidates.append(rel)
+        rel_p = safe_relative(li.path)
+        if rel_p is None:
+            report.warnings.append(
+                f"image path '{li.path}' points outside the project folder; refused (matched by file name only)"
+            )
+        else:
+            candidates.append(rel_p.as_posix())
+        for rel in candidates:
+            rec = self.store.image_by_path(rel)
+            if rec is not None:
+                return rec
+        for rel in candidates:  # the very file, on disk in the project: better than a name match
+            full = self.root / rel
+            if full.is_file() and self.inside(full) is not None:
+                return self._add(rel, full, li, report)
+        name = Path(str(li.path).replace("\\", "/")).name
+        for table, key in ((self.by_name, name), (self.by_stem, Path(name).stem)):
+            hits = table.get(key, [])
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                report.warnings.append(
+                    f"image '{li.path}' matches {len(hits)} project images by name ({hits[0].path}, ...); "
+                    f"not imported, give the path relative to the project"
+                )
+                return None
+        return None
+
+    def _add(self, rel: str, full: Path, li: LabelledImage, report: ImportReport) -> Optional[ImageRecord]:
+        from annotation.images import ImageReadError, image_size
+
+        try:
+            h, w = image_size(full)
+        except ImageReadError as exc:
+            report.warnings.append(f"{rel}: the image cannot be read ({exc}); its labels were not imported")
+            return None
+        image_id = self.store.add_image(rel, h, w)
+        rec = self.store.image(image_id)
+        self._index(rec)
+        report.images_added.append(rel)
+        return rec
+
+
+def import_into_project(
+    store: ProjectStore,
+    fmt: str,
+    path: str | Path,
+    *,
+    class_name: Optional[str] = None,
+    progress: Progress = None,
+    image_root: Optional[str | Path] = None,
+    keep_states: bool = False,
+) -> ImportReport:
+    """Import an annotation file or folder of format ``fmt`` into ``store``.
+
+    Imported labels are ``accepted`` (``keep_states=True`` keeps the states a
+    Specula export wrote); origin and score are kept. Instances identical to one
+    already on the image (same class, same pixels) are skipped, so importing a
+    file twice does not double it. ``progress(done, total)`` is called while the
+    file is read and again while images are stored. Raises ``FormatError`` for a
+    file that cannot be read; everything smaller is a warning in the report.
+    """
+    entry = _check_format(fmt)
+    report = ImportReport(fmt, str(path))
+    if class_name and fmt not in _USES_CLASS_NAME:
+        report.warnings.append(f"class_name '{class_name}' is ignored: {fmt} files name their own classes")
+    result = entry.importer(
+        Path(path), image_root=image_root, palette=store.palette, class_name=class_name, progress=progress
+    )
+    report.warnings.extend(result.warnings)
+    matcher = _Matcher(store)
+    with store.transaction():
+        for k, li in enumerate(result.images):
+            _import_image(store, matcher, li, result, keep_states, report)
+            if progress is not None:
+                progress(k + 1, len(result.images))
+    return report
+
+
+def _import_image(store: ProjectStore, matcher: _Matcher, li: LabelledImage, result: ImportResult,
+                  keep_states: bool, report: ImportReport) -> None:
+    rec = matcher.match(li, report)
+    if rec is None:
+        if safe_relative(li.path) is not None:
+            report.images_not_found.append(li.path)
+        return
+    if (rec.height, rec.width) != tuple(li.size):
+        report.warnings.append(
+            f"{rec.path}: the project image is {rec.width}x{rec.height} but the labels are for "
+            f"{li.size[1]}x{li.size[0]}; its labels were not imported"
+        )
+        return
+    report.images_matched += 1
+    _store_instances(store, rec, li.instances, result, keep_states, report)
+
+
+def _store_instances(store: ProjectStore, rec: ImageRecord, items: Sequence[LabelledInstance], result: ImportResult,
+                     keep_states: bool, report: ImportReport) -> None:
+    existing = store.instances(rec.id)
+    new = []
+    for li in items:
+        if any(e.class_name == li.class_name and e.mask == li.mask for e in existing):
+            report.duplicates_skipped += 1
+            continue
+        if li.class_name not in store.palette:
+            color = result.classes.get(li.class_name)
+            if color is not None and store.palette.class_for_color(color) is not None:
+                color = None  # taken by another class: colour masks must stay readable
+            store.ensure_class(li.class_name, color)
+            report.classes_added.append(li.class_name)
+        state = InstanceState(li.state) if keep_states else InstanceState.ACCEPTED
+        new.append(Instance(rec.id, li.class_name, li.mask, state=state, origin=li.origin, score=li.score))
+    if new:
+        store.add_instances(new)
+        report.instances_added += len(new)
+
+
+def export_project(
+    store: ProjectStore,
+    fmt: str,
+    out_path: str | Path,
+    *,
+    states: Sequence[str] = ("accepted",),
+    polygons: bool = False,
+    progress: Progress = None,
+) -> ExportReport:
+    """Export the instances in ``states`` of every project image to ``out_path``.
+
+    ``out_path`` is a file for coco and cvat, a folder for the others. Images that
+    could not be read (no size) are left out and reported; images without
+    instances are written (an empty label is a label). ``polygons`` applies to COCO.
+    """
+    entry = _check_format(fmt)
+    wanted = [InstanceState(s) for s in states]
+    report = ExportReport(fmt, str(out_path))
+    images: list[LabelledImage] = []
+    for rec in store.images():
+        if rec.error or rec.height <= 0 or rec.width <= 0:
+            report.warnings.append(f"{rec.path}: not exported, the image could not be read ({rec.error or 'no size'})")
+            continue
+        insts = [
+            LabelledInstance(i.class_name, i.mask, score=i.score, origin=i.origin, state=InstanceState(i.state).value)
+            for i in store.instances(rec.id, wanted)
+        ]
+        images.append(LabelledImage(rec.path, (rec.height, rec.width), insts, Path(store.root) / rec.path))
+        report.instances += len(insts)
+    report.images = len(images)
+    palette: Palette = store.palette
+    report.warnings.extend(entry.exporter(images, palette, Path(out_path), polygons=polygons, progress=progress))
+    return report
