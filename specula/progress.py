@@ -15,8 +15,14 @@ class TerminalProgress:
     def __call__(self, done: int, total: int) -> None:
         from tqdm import tqdm
 
+        if self._bar is not None and done < self._bar.n:  # a job's next phase starts over
+            self._bar.close()
+            self._bar = None
         if self._bar is None:
-            self._bar = tqdm(total=total, desc=self.description, unit=self.unit, leave=True, dynamic_ncols=True)
+            # disable=None: no bar when stderr is not a terminal (logs stay readable)
+            self._bar = tqdm(
+                total=total, desc=self.description, unit=self.unit, leave=True, dynamic_ncols=True, disable=None
+            )
         if total != self._bar.total:
             self._bar.total = total
         self._bar.n = done

@@ -64,10 +64,28 @@ def cmd_import(args: argparse.Namespace) -> int:
         return fail(str(exc))
     finally:
         store.close()
-    for w in getattr(report, "warnings", [])[:50]:
-        print(f"warning: {w}", file=sys.stderr)
-    print(report.summary() if hasattr(report, "summary") else report)
+    _print_warnings(report.warnings)
+    print(
+        f"imported {report.instances_added} instances into {report.images_matched} "
+        f"images of {store.root}"
+        + (f"; {len(report.images_added)} images added" if report.images_added else "")
+        + (f"; {report.duplicates_skipped} duplicates skipped" if report.duplicates_skipped else "")
+        + (f"; classes added: {', '.join(report.classes_added)}" if report.classes_added else "")
+    )
+    if report.images_not_found:
+        print(
+            f"{len(report.images_not_found)} images named in {args.path} are not in the project folder "
+            f"(first: {report.images_not_found[0]}); copy them under {store.root} and import again",
+            file=sys.stderr,
+        )
     return EXIT_OK
+
+
+def _print_warnings(warnings: list[str], limit: int = 20) -> None:
+    for w in warnings[:limit]:
+        print(f"warning: {w}", file=sys.stderr)
+    if len(warnings) > limit:
+        print(f"... and {len(warnings) - limit} more warnings", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -83,9 +101,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return fail(f"export failed: {exc}")
     finally:
         store.close()
-    for w in getattr(report, "warnings", [])[:50]:
-        print(f"warning: {w}", file=sys.stderr)
-    print(report.summary() if hasattr(report, "summary") else report)
+    _print_warnings(report.warnings)
+    print(f"exported {report.instances} instances of {report.images} images to {args.path}")
     return EXIT_OK
 
 
