@@ -57,7 +57,9 @@ def _migrate_1(db: sqlite3.Connection) -> None:
             error TEXT
         );
         CREATE TABLE instances (
-            id INTEGER PRIMARY KEY,
+            -- AUTOINCREMENT: an id is never reused after a delete, so the log's
+            -- instance_id always means one instance
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
             image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
             class_name TEXT NOT NULL,
             state TEXT NOT NULL,
@@ -71,7 +73,7 @@ def _migrate_1(db: sqlite3.Connection) -> None:
         );
         CREATE INDEX instances_by_image ON instances(image_id);
         CREATE TABLE interactions (
-            id INTEGER PRIMARY KEY,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
             action TEXT NOT NULL,
             image_id INTEGER,
             instance_id INTEGER,

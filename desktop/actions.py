@@ -35,7 +35,7 @@ def build_actions(win) -> dict[str, QAction]:
     add("file.save", "&Save (edits are saved as you go)", "Ctrl+S", win.confirm_saved)
     add("file.quit", "&Quit", "Ctrl+Q", win.close)
     add("image.next", "&Next image", ["D", "PgDown"], lambda: win.step_image(1))
-    add("image.previous", "&Previous image", ["A", "PgUp"], lambda: win.step_image(-1))
+    add("image.previous", "&Previous image", ["PgUp", "Shift+D"], lambda: win.step_image(-1))
     add("image.done", "Mark image &done", "Ctrl+Return", win.mark_done)
     # tools
     group = QActionGroup(win)
@@ -57,11 +57,11 @@ def build_actions(win) -> dict[str, QAction]:
     add("mask.dilate", "&Dilate selection", ["+", "="], lambda: ops.dilate(c))
     add("mask.erode", "&Erode selection", "-", lambda: ops.erode(c))
     add("mask.fill_holes", "&Fill holes", "F", lambda: ops.fill_holes(c))
-    add("mask.remove_small", "Remove s&mall pieces", "K", lambda: ops.remove_small(c))
+    add("mask.remove_small", "Remove s&mall pieces", "Shift+K", lambda: ops.remove_small(c))
     add("mask.split", "S&plit into parts", "S", lambda: ops.split(c))
     add("mask.merge", "&Merge selected", "M", lambda: ops.merge(c))
     add("mask.delete", "De&lete selected", "Delete", lambda: ops.delete(c))
-    add("mask.accept", "&Accept selected proposals", "Y", lambda: ops.accept(c))
+    add("mask.accept", "&Accept selected proposals", "Y", lambda: win.assist.review.accept(advance=False))
     add("mask.hide", "&Hide / show selected", "Ctrl+H", win.toggle_hidden)
     for i in range(1, 10):
         add(f"class.{i}", f"Class {i} (sets the current class; changes the selection's)", str(i),

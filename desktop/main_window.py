@@ -25,8 +25,10 @@ from desktop.session import EditingSession
 from desktop.start_page import StartPage
 from desktop.tools.brush import BrushTool, EraserTool, SmartBrushTool
 from desktop.tools.polygon import PolygonTool
+from desktop.tools.prompt import PromptTool
 from desktop.tools.reroute import RerouteTool
 from desktop.tools.select import SelectTool
+from desktop.tools.weak_click import WeakClickTool
 
 UNDO_LIMIT = 500
 
@@ -52,6 +54,9 @@ class MainWindow(QMainWindow):
         self.status_label = QLabel()
         self.statusBar().addPermanentWidget(self.status_label)
         self.canvas: Optional[CanvasView] = None
+        self.current_rgb = None  # the shown image's pixels, (H, W, 3) uint8 RGB
+        self.assist = None
+        self._closed = False
         self.help = HelpOverlay(self)
         self.actions_by_name = {}
         if project:
@@ -78,15 +83,27 @@ class MainWindow(QMainWindow):
         self.canvas.zoom_changed.connect(lambda z: self.status_label.setText(f"{z * 100:.0f} %"))
         self.stack.addWidget(self.canvas)
         self.stack.setCurrentWidget(self.canvas)
+        from desktop.assist import Assist
+        from desktop.canvas.markers import WeakClickMarkers
+
+        self.markers = WeakClickMarkers(s)
+        self.canvas.scene().addItem(self.markers)
+        self.assist = Assist(self)
         self.tools = {t.name: t for t in (SelectTool(self.canvas), PolygonTool(self.canvas), BrushTool(self.canvas),
                                           EraserTool(self.canvas), SmartBrushTool(self.canvas),
-                                          RerouteTool(self.canvas))}
+                                          RerouteTool(self.canvas),
+                                          PromptTool(self.canvas, self.assist.predictor, self.rgb_and_key),
+                                          WeakClickTool(self.canvas))}
         self.actions_by_name = build_actions(self)
+        self.actions_by_name.update(self.assist.build_actions())
         self._build_panels()
         self._build_menus()
         s.images_changed.connect(self._refresh_images)
-        s.instance_added.connect(lambda _i: self._refresh_images())
-        s.instance_removed.connect(lambda _i: self._refresh_images())
+        from desktop.coalesce import Coalesced
+
+        self._refresh_images_later = Coalesced(self._refresh_images, self)
+        s.instance_added.connect(self._refresh_images_later)
+        s.instance_removed.connect(self._refresh_images_later)
         s.warnings_changed.connect(self._show_warnings)
         self.undo_stack.indexChanged.connect(lambda _i: s.check_rules())
         self.set_tool("select")
@@ -117,7 +134,8 @@ class MainWindow(QMainWindow):
         self.instances_panel = InstancesPanel(s)
         for title, w, area in (("Images", self.images_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
                                ("Palette", self.palette_panel, Qt.DockWidgetArea.RightDockWidgetArea),
-                               ("Instances", self.instances_panel, Qt.DockWidgetArea.RightDockWidgetArea)):
+                               ("Instances", self.instances_panel, Qt.DockWidgetArea.RightDockWidgetArea),
+                               *self.assist.build_panels()):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock.{w.objectName()}")
             dock.setWidget(w)
@@ -140,7 +158,8 @@ class MainWindow(QMainWindow):
             "&Tools": [f"tool.{t}" for t in self.tools] + [None, "brush.bigger", "brush.smaller"],
             "&Classes": [f"class.{i}" for i in range(1, 10)],
             "&View": ["view.fit", "view.zoom_in", "view.zoom_out"],
-            "&Help": ["help.show"],
+            **self.assist.menus,
+            "&Help": ["help.show", "help.about"],
         }
         for title, names in groups.items():
             m = self.menuBar().addMenu(title)
@@ -156,6 +175,8 @@ class MainWindow(QMainWindow):
             self.canvas.tool.cancel()
         self.undo_stack.clear()  # commands refer to the instances of one image
         s.open_image(image_id)
+        self.current_rgb = None
+        self.assist.predictor.forget_image()
         self.canvas.set_image(None)
         settings.set_last_image(self.store.root, s.image.path)
         self._refresh_images()
@@ -167,11 +188,56 @@ class MainWindow(QMainWindow):
         self.loader.request(str(self.store.image_file(s.image)))
 
     def _image_loaded(self, _rid, rgb, err) -> None:
+        if self._closed:
+            return
         if rgb is None:
             self.statusBar().showMessage(f"Cannot show {self.session.image.path}: {err}")
             return
+        self.current_rgb = rgb
         self.canvas.set_image(rgb)
         self.statusBar().showMessage(f"{self.session.image.path}: {rgb.shape[1]}×{rgb.shape[0]}", 4000)
+        self._precompute_prompts()
+
+    def _precompute_prompts(self) -> None:
+        """Embeddings of this image and the next in the background (only with a SAM pair)."""
+        s = self.session
+        nxt = self.images_panel.neighbour(s.image.id, 1)
+        paths = [self.store.image_file(s.image)]
+        if nxt is not None:
+            paths.append(self.store.image_file(self.store.image(nxt)))
+        try:
+            if self.assist.host.has_prompt_model():
+                self.assist.predictor.precompute([str(p) for p in paths])
+        except Exception as exc:  # noqa: BLE001 - a broken registry must not stop the image from showing
+            self.statusBar().showMessage(f"Model registry: {exc}", 6000)
+
+    def rgb_and_key(self):
+        """The shown image's pixels and a key naming them (for embedding caches)."""
+        s = self.session
+        if self.current_rgb is None or s is None or s.image is None:
+            return None, None
+        return self.current_rgb, s.image.sha1 or f"{self.store.image_file(s.image)}"
+
+    def reload_current_image_proposals(self) -> None:
+        """After a project-wide run: show the proposals the worker stored for this image."""
+        if self.session is not None and self.session.image is not None:
+            self.undo_stack.clear()  # older commands may name proposals that were replaced
+            self.session.sync_proposals_from_store()
+        self._refresh_images()
+
+    def show_about(self) -> None:
+        try:
+            from specula.about import about_text
+
+            text = about_text()
+        except Exception as exc:  # noqa: BLE001 - the About box must always open
+            from specula import __version__
+
+            text = f"Specula {__version__}\n(details unavailable: {exc})"
+        box = QMessageBox(QMessageBox.Icon.Information, "About Specula", text, QMessageBox.StandardButton.Ok, self)
+        box.setObjectName("about")
+        box.open()
+        self.about_box = box
 
     @property
     def image_ready(self) -> bool:
@@ -191,8 +257,11 @@ class MainWindow(QMainWindow):
 
     def _refresh_images(self) -> None:
         s = self.session
-        self.images_panel.refresh(self.store.images(), self.store.instance_counts(),
-                                  None if s.image is None else s.image.id)
+        counts = self.store.instance_counts()
+        self.images_panel.refresh(self.store.images(), counts, None if s.image is None else s.image.id)
+        if self.assist is not None and hasattr(self.assist, "review_panel"):
+            self.assist.review_panel.set_project_counts(counts)
+            self.assist.training_panel.refresh_count()
 
     # ------------------------------------------------------------ tools, classes
     def set_tool(self, name: str) -> None:
@@ -257,12 +326,15 @@ class MainWindow(QMainWindow):
             self.restoreState(w)
 
     def closeEvent(self, event) -> None:
+        self._closed = True
         st = settings.settings()
         st.setValue("window/geometry", self.saveGeometry())
         st.setValue("window/state", self.saveState())
         st.sync()
         if self.canvas is not None and self.canvas.tool is not None:
             self.canvas.tool.cancel()
+        if self.assist is not None:
+            self.assist.close()
         if self.store is not None:
             self.store.close()
         super().closeEvent(event)

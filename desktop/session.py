@@ -27,6 +27,8 @@ class EditingSession:
         self.store = store
         self.image: Optional[ImageRecord] = None
         self.instances: dict[int, Instance] = {}
+        self.rejected: dict[int, Instance] = {}  # kept for undo; hidden from the canvas
+        self.weak_clicks: dict[int, dict] = {}  # log row id -> {x, y, positive, class_name}
         self.selection: list[int] = []
         self.hidden_classes: set[str] = set()
         self.palette: Palette = store.palette
@@ -42,12 +44,16 @@ class EditingSession:
         self.current_class_changed = Hook()  # (name)
         self.images_changed = Hook()  # () statuses / counts
         self.warnings_changed = Hook()  # (list[str])
+        self.weak_clicks_changed = Hook()  # ()
 
     # ------------------------------------------------------------ image
     def open_image(self, image_id: int) -> None:
         self.image = self.store.image(image_id)
         self.instances = {i.id: i for i in self.store.instances(image_id) if i.state is not InstanceState.REJECTED}
+        self.rejected = {}
         self.selection = []
+        self.weak_clicks = self._load_weak_clicks(image_id)
+        self.weak_clicks_changed.emit()
         self.image_changed.emit()
         self.selection_changed.emit()
         self.check_rules()
@@ -177,14 +183,103 @@ class EditingSession:
         self.instance_changed.emit(instance_id, None)
 
     def set_state(self, instance_id: int, state: InstanceState) -> None:
+        """Commit a new state. A rejected instance stays in the store (a training negative)
+        but leaves the canvas; setting another state brings it back."""
+        state = InstanceState(state)
+        if instance_id in self.rejected:
+            if state is InstanceState.REJECTED:
+                return
+            inst = self.rejected.pop(instance_id)
+            inst.state = state
+            self.store.update_instance(inst)
+            self.instances[instance_id] = inst
+            self.instance_added.emit(instance_id)
+            return
         inst = self.instances[instance_id]
-        inst.state = InstanceState(state)
+        inst.state = state
         self.store.update_instance(inst)
-        self.instance_changed.emit(instance_id, None)
+        if state is InstanceState.REJECTED:
+            del self.instances[instance_id]
+            self.rejected[instance_id] = inst
+            if instance_id in self.selection:
+                self.selection = [i for i in self.selection if i != instance_id]
+                self.selection_changed.emit()
+            self.instance_removed.emit(instance_id)
+        else:
+            self.instance_changed.emit(instance_id, None)
+
+    def proposals(self) -> list[Instance]:
+        """The current image's proposals waiting for a decision, best score first."""
+        return sorted((i for i in self.instances.values() if i.is_proposal),
+                      key=lambda i: (-(i.score or 0.0), i.id or 0))
+
+    def replace_proposals(self, remove: Iterable[int], add: Iterable[Instance]) -> None:
+        """Swap proposals in one transaction (a new proposing run; its undo)."""
+        remove = [i for i in remove if i in self.instances]
+        add = list(add)
+        with self.store.transaction():
+            for iid in remove:
+                self.store.delete_instance(iid)
+            for inst in add:
+                inst.image_id = self.image.id
+                self.store.add_instance(inst)
+        for iid in remove:
+            del self.instances[iid]
+        if set(remove) & set(self.selection):
+            self.selection = [i for i in self.selection if i not in remove]
+            self.selection_changed.emit()
+        for iid in remove:
+            self.instance_removed.emit(iid)
+        for inst in add:
+            self.instances[inst.id] = inst
+            self.instance_added.emit(inst.id)
+
+    def sync_proposals_from_store(self) -> None:
+        """Show the proposals another connection (a project-wide run) stored for this image."""
+        assert self.image is not None
+        fresh = {i.id: i for i in self.store.instances(self.image.id, [InstanceState.PROPOSED])}
+        # all of them: the store may have given a new proposal the id of a deleted one
+        gone = [iid for iid, i in self.instances.items() if i.is_proposal or iid in fresh]
+        for iid in gone:
+            del self.instances[iid]
+        if set(gone) & set(self.selection):
+            self.selection = [i for i in self.selection if i not in gone]
+            self.selection_changed.emit()
+        for iid in gone:
+            self.instance_removed.emit(iid)
+        for iid, inst in fresh.items():
+            self.instances[iid] = inst
+            self.instance_added.emit(iid)
+
+    # ------------------------------------------------------------ weak clicks (interaction log only)
+    def _load_weak_clicks(self, image_id: int) -> dict[int, dict]:
+        rows = self.store.interactions(image_id=image_id, actions=["weak_click", "weak_click_undone"])
+        clicks: dict[int, dict] = {}
+        for r in rows:
+            if r.action == "weak_click":
+                clicks[r.id] = {**r.details, "class_name": r.class_name}
+            else:
+                clicks.pop(r.details.get("log_id"), None)
+        return clicks
+
+    def add_weak_click(self, x: float, y: float, positive: bool, class_name: str, started: float) -> int:
+        """Log one weak label (a point on a defect patch, or on clean surface); returns its log id."""
+        d = {"x": round(float(x), 2), "y": round(float(y), 2), "positive": bool(positive)}
+        log_id = self.log("weak_click", class_name=class_name, started=started, **d)  # class in its column
+        self.weak_clicks[log_id] = {**d, "class_name": class_name}
+        self.mark_in_progress()
+        self.weak_clicks_changed.emit()
+        return log_id
+
+    def remove_weak_click(self, log_id: int) -> None:
+        """Undo of a weak click: the log keeps both rows; readers drop clicks undone later."""
+        d = self.weak_clicks.pop(log_id, None)
+        self.log("weak_click_undone", class_name=None if d is None else d["class_name"], log_id=log_id)
+        self.weak_clicks_changed.emit()
 
     def log(self, action: str, *, instance_id: Optional[int] = None, class_name: Optional[str] = None,
-            started: Optional[float] = None, ended: Optional[float] = None, **details) -> None:
-        self.store.log(
+            started: Optional[float] = None, ended: Optional[float] = None, **details) -> int:
+        return self.store.log(
             action,
             image_id=None if self.image is None else self.image.id,
             instance_id=instance_id,

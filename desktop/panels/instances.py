@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QAbstractItemView, QListWidget, QListWidgetItem
 
+from desktop.coalesce import Coalesced
 from desktop.panels.palette import swatch
 
 
@@ -19,8 +20,9 @@ class InstancesPanel(QListWidget):
         self.itemChanged.connect(self._visibility)
         for hook in (session.image_changed, session.palette_changed):
             hook.connect(self.refresh)
-        session.instance_added.connect(lambda _i: self.refresh())
-        session.instance_removed.connect(lambda _i: self.refresh())
+        self._later = Coalesced(self.refresh, self)  # once per event-loop turn
+        session.instance_added.connect(self._later)
+        session.instance_removed.connect(self._later)
         session.instance_changed.connect(self._changed)
         session.selection_changed.connect(self._selection_from_session)
 

@@ -19,7 +19,7 @@ NEAR_PX = 8  # screen pixels: how close to the boundary a trace must start and e
 
 class RerouteTool(Tool):
     name = "reroute"
-    shortcut = "R"
+    shortcut = "T"
     label = "Boundary reroute"
     cursor = Qt.CursorShape.CrossCursor
 

@@ -52,3 +52,26 @@ def window(qtbot, project):
     c.centerOn(QPointF(640, 512))
     yield win
     win.close()
+
+
+@pytest.fixture
+def model_home(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    home = tmp_path / "specula_home"
+    monkeypatch.setenv("SPECULA_HOME", str(home))
+    from desktop_models import publish_bright
+    from inference.registry import Registry
+
+    info = publish_bright(Registry.default().root, tmp_path / "build")
+    return home, info
+
+
+@pytest.fixture
+def awindow(model_home, window):
+    """The real main window over a project, with a model in the registry (created after it)."""
+    window.activateWindow()
+    combo = window.assist.review_panel.model_combo
+    combo.setCurrentIndex(combo.findData(model_home[1].name))  # even if shipped models match too
+    assert combo.currentData() == model_home[1].name
+    return window

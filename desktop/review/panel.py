@@ -1,0 +1,126 @@
+"""Review panel: the current image's proposals (origin and score on every row, best
+first), the project-wide count, the model in use, accept / reject / next, accept all
+above a score, propose this image or the project, and the CAM controls."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QPushButton, QToolButton, QVBoxLayout, QWidget)
+
+from desktop.coalesce import Coalesced
+from desktop.review.cam_controls import CamControls
+
+
+def row_text(inst) -> str:
+    score = "—" if inst.score is None else f"{inst.score:.2f}"
+    return f"#{inst.id} {inst.class_name}  {score}  · {inst.origin}"
+
+
+class ReviewPanel(QWidget):
+    model_chosen = Signal(str)
+
+    def __init__(self, controller, actions: dict, parent=None):
+        super().__init__(parent)
+        self.setObjectName("review")
+        self.ctl = controller
+        self.session = controller.session
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Model"))
+        self.model_combo = QComboBox(objectName="review.model")
+        self.model_combo.setToolTip("The model that proposes (chosen to match the palette)")
+        self.model_combo.currentIndexChanged.connect(self._model_index)
+        row.addWidget(self.model_combo, 1)
+        lay.addLayout(row)
+        row = QHBoxLayout()
+        for name in ("action.propose_image", "action.propose_project"):
+            b = QToolButton(objectName=f"button.{name}")
+            b.setDefaultAction(actions[name])
+            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+            row.addWidget(b)
+        lay.addLayout(row)
+        self.count = QLabel(objectName="review.count")
+        lay.addWidget(self.count)
+        self.list = QListWidget(objectName="review.queue")
+        self.list.itemClicked.connect(self._clicked)
+        lay.addWidget(self.list, 1)
+        row = QHBoxLayout()
+        for name, text in (("review.accept", "Accept (A)"), ("review.reject", "Reject (R)"), ("review.next", "Next (N)")):
+            b = QPushButton(text, objectName=f"button.{name}")
+            b.clicked.connect(actions[name].trigger)
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+            row.addWidget(b)
+        lay.addLayout(row)
+        row = QHBoxLayout()
+        self.threshold = QDoubleSpinBox(objectName="review.threshold")
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(0.8)
+        self.accept_above = QPushButton("Accept all ≥ score", objectName="review.accept_above")
+        self.accept_above.clicked.connect(lambda: self.ctl.accept_above(self.threshold.value()))
+        row.addWidget(self.threshold)
+        row.addWidget(self.accept_above, 1)
+        lay.addLayout(row)
+        self.cam = CamControls()
+        self.cam.setVisible(False)
+        lay.addWidget(self.cam)
+        self._infos: list = []
+        self.project_counts: dict = {}
+        self._later = Coalesced(self.refresh, self)  # once per event-loop turn
+        controller.changed.connect(self._later)
+
+    # ------------------------------------------------------------ models
+    def set_models(self, infos, chosen) -> None:
+        self._infos = list(infos)
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for info in self._infos:
+            self.model_combo.addItem(f"{info.name}@{info.version} ({info.task})", info.name)
+        if not self._infos:
+            self.model_combo.addItem("no model in the registry", None)
+        i = max(0, self.model_combo.findData(chosen))
+        self.model_combo.setCurrentIndex(i)
+        self.model_combo.blockSignals(False)
+        self._show_cam()
+
+    def chosen_info(self):
+        name = self.model_combo.currentData()
+        return next((i for i in self._infos if i.name == name), None)
+
+    def _model_index(self, _i: int) -> None:
+        self._show_cam()
+        name = self.model_combo.currentData()
+        if name:
+            self.model_chosen.emit(name)
+
+    def _show_cam(self) -> None:
+        info = self.chosen_info()
+        self.cam.setVisible(info is not None and info.task == "cam")
+
+    # ------------------------------------------------------------ queue
+    def set_project_counts(self, counts: dict) -> None:
+        self.project_counts = counts
+        self._later()
+
+    def refresh(self) -> None:
+        q = self.ctl.queue()
+        total = sum(c.get("proposed", 0) for c in self.project_counts.values())
+        self.count.setText(f"{len(q)} to review on this image · {total} in the project")
+        cur = self.ctl.current
+        self.list.blockSignals(True)
+        self.list.clear()
+        for inst in q:
+            it = QListWidgetItem(row_text(inst))
+            it.setData(Qt.ItemDataRole.UserRole, inst.id)
+            it.setToolTip(f"origin {inst.origin}; score {inst.score}")
+            self.list.addItem(it)
+            if cur is not None and inst.id == cur.id:
+                it.setSelected(True)
+                self.list.setCurrentItem(it)
+        self.list.blockSignals(False)
+
+    def _clicked(self, it) -> None:
+        iid = it.data(Qt.ItemDataRole.UserRole)
+        self.session.select([iid])
+        self.ctl.canvas.centre_on_instance(iid)

@@ -1,0 +1,151 @@
+"""Reviewing proposals in the real window: propose through the worker, then accept (A),
+reject (R), next (N), modify-and-accept, accept all above a score, propose the project."""
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from annotation.document import InstanceState
+from assist_fixtures import key, propose_here
+from desktop_helpers import drag, fresh_instances
+
+
+def _row(win, action):
+    rows = win.store.interactions(actions=[action])
+    assert rows, f"no {action!r} row in the interaction log"
+    return rows[-1]
+
+
+def test_propose_shows_origin_and_score(qtbot, awindow):
+    win = awindow
+    props = propose_here(qtbot, win)
+    assert len(props) >= 3
+    assert all(p.origin == "tiny-mirror-glass@1" and p.state is InstanceState.PROPOSED for p in props)
+    panel = win.findChild(type(win.assist.review_panel), "review")
+    assert panel is not None and panel.list.count() == len(props)
+    first = panel.list.item(0).text()
+    assert "tiny-mirror-glass@1" in first and f"{props[0].score:.2f}" in first
+    assert f"{len(props)} to review" in panel.count.text()
+    assert "in the project" in panel.count.text()
+    assert win.assist.device_label.text().startswith("Inference:")
+    assert panel.model_combo.currentData() == "tiny-mirror-glass"
+    assert not panel.cam.isVisible()  # a semantic model: no CAM controls
+    row = _row(win, "propose")
+    assert row.details["model"] == "tiny-mirror-glass" and row.details["proposals"] == len(props)
+    # the proposals are in the store (autosave), as proposals
+    stored = [i for i in fresh_instances(win.store.root) if i.state is InstanceState.PROPOSED]
+    assert len(stored) == len(props)
+
+
+def test_accept_reject_next_keys(qtbot, awindow):
+    win = awindow
+    props = propose_here(qtbot, win)
+    key(qtbot, win, Qt.Key.Key_N)
+    first = win.session.selection[0]
+    assert first == props[0].id
+    key(qtbot, win, Qt.Key.Key_A)
+    assert win.session.instances[first].state is InstanceState.ACCEPTED
+    acc = _row(win, "accept")
+    assert acc.instance_id == first and acc.duration >= 0 and acc.details["origin"] == "tiny-mirror-glass@1"
+    # the next proposal is selected: reject it
+    second = win.session.selection[0]
+    assert second == props[1].id
+    key(qtbot, win, Qt.Key.Key_R)
+    assert second not in win.session.instances  # hidden from the canvas
+    assert second not in win.canvas.items_by_id
+    rej = _row(win, "reject")
+    assert rej.instance_id == second and rej.duration >= 0
+    stored = {i.id: i for i in fresh_instances(win.store.root)}
+    assert stored[first].state is InstanceState.ACCEPTED
+    assert stored[second].state is InstanceState.REJECTED  # kept: a training negative
+    assert stored[first].origin == "tiny-mirror-glass@1"  # provenance survives acceptance
+    # undo brings the rejected proposal back
+    win.undo_stack.undo()
+    assert win.session.instances[second].state is InstanceState.PROPOSED
+    assert {i.id: i for i in fresh_instances(win.store.root)}[second].state is InstanceState.PROPOSED
+
+
+def test_modify_then_accept(qtbot, awindow):
+    win = awindow
+    props = propose_here(qtbot, win)
+    target = max(props, key=lambda p: p.mask.area)
+    win.session.select([target.id])
+    area0 = target.mask.area
+    x0, y0, x1, y1 = target.mask.bbox
+    c = win.canvas
+    c.centre_on_instance(target.id)
+    win.actions_by_name["tool.brush"].trigger()
+    c.set_brush_radius(12)
+    cx, cy = (x0 + x1) // 2, y1 + 4  # paint just below the proposal: it grows
+    drag(qtbot, c, [(cx - 20, cy), (cx, cy), (cx + 20, cy)])
+    assert win.session.instances[target.id].mask.area > area0
+    key(qtbot, win, Qt.Key.Key_A)
+    inst = win.session.instances[target.id]
+    assert inst.state is InstanceState.ACCEPTED
+    row = _row(win, "modify_accept")
+    assert row.instance_id == target.id and row.duration >= 0
+    assert row.details["edits"] >= 1 and row.details["edit_duration"] >= 0
+    assert not win.store.interactions(actions=["accept"])  # not counted as a plain accept
+    stored = {i.id: i for i in fresh_instances(win.store.root)}[target.id]
+    assert stored.state is InstanceState.ACCEPTED and stored.mask.area == inst.mask.area
+
+
+def test_accept_all_above_score(qtbot, awindow):
+    win = awindow
+    props = propose_here(qtbot, win)
+    panel = win.assist.review_panel
+    t = sorted(p.score for p in props)[len(props) // 2]
+    panel.threshold.setValue(t)
+    t = panel.threshold.value()
+    qtbot.mouseClick(panel.accept_above, Qt.MouseButton.LeftButton)
+    high = {p.id for p in props if p.score >= t}
+    assert high and len(high) < len(props)
+    for p in props:
+        want = InstanceState.ACCEPTED if p.id in high else InstanceState.PROPOSED
+        assert win.session.instances[p.id].state is want
+    rows = win.store.interactions(actions=["accept"])
+    assert {r.instance_id for r in rows} == high
+    assert all(r.details["bulk"] and r.duration >= 0 for r in rows)
+    qtbot.waitUntil(lambda: panel.list.count() == len(props) - len(high), timeout=2000)
+
+
+def test_propose_project_in_worker(qtbot, awindow):
+    win = awindow
+    qtbot.waitUntil(lambda: win.current_rgb is not None, timeout=20000)
+    win.actions_by_name["action.propose_project"].trigger()
+    assert win.assist.job_bar.isVisible() or not win.assist.proposer.busy
+    qtbot.waitUntil(lambda: not win.assist.proposer.busy, timeout=60000)
+    assert not win.assist.job_bar.isVisible()
+    counts = win.store.instance_counts()
+    assert len(counts) == 2 and all(c.get("proposed", 0) > 0 for c in counts.values())
+    total = sum(c["proposed"] for c in counts.values())
+    qtbot.waitUntil(lambda: f"{total} in the project" in win.assist.review_panel.count.text(), timeout=2000)
+    assert win.session.proposals()  # the open image shows its new proposals
+
+
+def test_about_box(qtbot, awindow):
+    awindow.actions_by_name["help.about"].trigger()
+    box = awindow.about_box
+    qtbot.waitUntil(box.isVisible)
+    assert "pecula" in box.text()
+    box.close()
+
+
+def test_cam_controls_debounce(qtbot):
+    from desktop.review.cam_controls import CamControls
+
+    w = CamControls()
+    qtbot.addWidget(w)
+    assert w.params() == {"threshold": 0.1, "closing": 2, "min_area": 20, "iterations": 2}
+    got = []
+    w.params_changed.connect(got.append)
+    w.threshold.setValue(0.2)
+    w.iterations.setValue(3)
+    w.iterations.setValue(4)
+    qtbot.waitUntil(lambda: bool(got), timeout=3000)
+    qtbot.wait(600)
+    assert got == [{"threshold": 0.2, "closing": 2, "min_area": 20, "iterations": 4}]
+
+
+if __name__ == "__main__":
+    pytest.main([__file__, "-q"])
