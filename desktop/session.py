@@ -14,9 +14,9 @@ import numpy as np
 
 from annotation.document import ImageRecord, ImageStatus, Instance, InstanceState
 from annotation.mask import Mask
+from annotation.overlap import OverlapPolicy
 from annotation.palette import Palette, rule_violations
 from annotation.store import ProjectStore
-from desktop.geometry.overlap import OverlapPolicy
 from desktop.hooks import Hook
 
 Box = tuple[int, int, int, int]

@@ -28,7 +28,7 @@ from annotation.effort import (
     run_loop,
     source_for,
 )
-from annotation.effort.report import effort_table, loop_table, write_effort_report, write_loop_report
+from annotation.effort.report import corrections_line, effort_table, loop_table, write_effort_report, write_loop_report
 from annotation.effort.runner import DATASETS, DEFAULT_MIN_AREA
 from specula.effort_model import EngineSource, SubprocessTrainer
 
@@ -113,6 +113,7 @@ def run_bench_effort(args: argparse.Namespace) -> int:
                                 progress=lambda i, n: print(f"\r{i}/{n} images", end="", file=sys.stderr))
             print(file=sys.stderr)
             print(effort_table([result.summary()]))
+            print(corrections_line(result.summary()))
             print(f"proposals: {source.label}; costs: {costs.source}")
             files = write_effort_report([result], out)
     except (EffortError, ProposalError, CostTableError) as exc:

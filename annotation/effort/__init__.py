@@ -5,6 +5,7 @@ Plain Python and numpy/OpenCV; no Qt, no torch. Entry points: ``SimulatedAnnotat
 ``run_effort``, ``run_loop``, ``load_dataset``; the command is ``specula bench effort``.
 """
 from annotation.effort.annotator import (
+    CORRECTION_KINDS,
     AnnotatorParams,
     ImageLabelling,
     Labelled,
@@ -12,7 +13,6 @@ from annotation.effort.annotator import (
     SimulatedAnnotator,
 )
 from annotation.effort.costs import Action, CostTable, CostTableError
-from annotation.effort.geometry import reroute
 from annotation.effort.proposals import (
     CocoResultsSource,
     DegradedTruthSource,
@@ -35,9 +35,9 @@ from annotation.effort.runner import (
 )
 
 __all__ = [
-    "Action", "AnnotatorParams", "CocoResultsSource", "CostTable", "CostTableError", "DegradedTruthSource",
+    "CORRECTION_KINDS", "Action", "AnnotatorParams", "CocoResultsSource", "CostTable", "CostTableError", "DegradedTruthSource",
     "EffortError", "EffortImage", "EffortResult", "ImageLabelling", "Labelled",
     "LabelledExample", "LoopResult", "ProposalError", "ProposalMask", "ProposalSource", "SimulatedAnnotator",
-    "Trainer", "load_dataset", "reroute", "run_effort", "run_loop", "saving_group",
+    "Trainer", "load_dataset", "run_effort", "run_loop", "saving_group",
     "source_for", "truth_instances",
 ]

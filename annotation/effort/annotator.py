@@ -2,7 +2,8 @@
 
 Every gesture is a real edit of a ``Mask`` through the operations the tools use
 (``rasterize_polygon`` for the polygon tool, ``Mask.paint_stroke`` for brush and
-eraser, ``geometry.reroute`` for the boundary reroute, ``Mask.union`` for merge), and
+eraser, ``annotation.reroute.reroute`` -- the desktop tool's own function -- for the
+boundary reroute, ``Mask.union`` for merge), and
 every gesture is charged from the ``CostTable``. The annotator knows the truth (it is
 a simulation, like 004's simulated yes/no answers), and behaves as follows.
 
@@ -17,10 +18,16 @@ Manual, per ground-truth instance:
 
 Correction loop: the error regions (truth not covered, covered but not truth) are
 split into connected components and fixed largest first: thin ones with brush or
-eraser strokes along their skeleton, thick ones with a boundary reroute traced along
-the component's outline (only the vertices away from the current boundary are
-charged, plus the two where the path leaves and rejoins it). An edit that does not
-raise IoU is undone and that component skipped.
+eraser strokes along their skeleton, thick ones with a boundary reroute: the path
+starts on the mask's boundary, follows the stretch of the component's outline that the
+old boundary does not (``geometry.reroute_trace``) and ends on the boundary again; it
+is charged like a polygon with the vertices of that path (``approxPolyDP`` at
+``tolerance``). A thick component that does not touch the boundary (a hole, a detached
+piece) is drawn with the polygon tool (missing) or erased (surplus); when the tool's
+reroute refuses the path, changes mostly pixels outside the component ("wrong side")
+or does not raise IoU, that component gets brush or eraser strokes instead. Each of
+these outcomes is counted in ``Labelled.corrections``. An edit that does not raise IoU
+is undone and that component skipped.
 
 Assisted, per image: each proposal costs ``decide``. A proposal with IoU < ``reject_iou``
 with every truth and not mostly inside one is rejected. Otherwise it belongs to the
@@ -32,6 +39,7 @@ estimates it, the simulation knows it). Truths without a proposal are drawn manu
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -39,8 +47,20 @@ import cv2
 import numpy as np
 
 from annotation.effort.costs import Action, CostTable, polygon_cost, stroke_cost
-from annotation.effort.geometry import outline_polygons, path_length, reroute, stroke_plan
+from annotation.effort.geometry import outline_polygons, path_length, reroute_trace, simplify_path, stroke_plan
 from annotation.mask import Mask, rasterize_polygon
+from annotation.reroute import near_boundary, reroute
+
+# how the thick error regions were corrected (keys of ``Labelled.corrections``)
+CORRECTION_KINDS = (
+    "reroute",  # the tool's reroute along the traced path, kept
+    "reroute_none",  # the tool refused the path (ends not on the boundary): strokes instead
+    "reroute_wrong_side",  # the tool changed mostly pixels outside the region: strokes instead
+    "reroute_no_gain",  # the reroute did not raise IoU: strokes instead
+    "polygon_detached",  # missing piece away from the boundary: polygon tool
+    "erase_hole",  # surplus piece away from the boundary (or all along it): eraser
+)
+SNAP_RADIUS = 4.0  # px: how far from the boundary the traced path may start and end
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,7 @@ class Labelled:
     seconds: float
     mode: str
     actions: list[Action] = field(default_factory=list)
+    corrections: dict[str, int] = field(default_factory=dict)  # CORRECTION_KINDS -> count
 
 
 @dataclass
@@ -139,48 +160,100 @@ class SimulatedAnnotator:
         self.params = params
 
     # ------------------------------------------------------------ gestures
-    def _fix_component(
-        self, mask: Mask, comp: np.ndarray, offset: tuple[int, int], add: bool, box: tuple[int, int, int, int]
+    def _strokes(
+        self, mask: Mask, comp: np.ndarray, ox: int, oy: int, add: bool
     ) -> tuple[Mask, list[Action]]:
-        """One correction of one error component; returns the edited copy and the gestures."""
+        """Brush (``add``) or eraser strokes along the component's skeleton."""
+        c = self.costs
+        out = mask.copy()
+        actions = []
+        for points, radius in stroke_plan(comp, max_strokes=4):
+            pts = points + [ox, oy]
+            out.paint_stroke(pts, radius, value=add)
+            length = path_length(pts)
+            actions.append(Action("stroke" if add else "erase", stroke_cost(c, length), length=length))
+        return out, actions
+
+    def _fix_component(
+        self, mask: Mask, comp: np.ndarray, offset: tuple[int, int], add: bool, box: tuple[int, int, int, int],
+        truth: Optional[Mask] = None, tally: Optional[Counter] = None,
+    ) -> tuple[Mask, list[Action]]:
+        """One correction of one error component; returns the edited copy and the gestures.
+
+        With ``truth`` given, a reroute that does not raise IoU is replaced by strokes.
+        """
         p, c = self.params, self.costs
+        tally = tally if tally is not None else Counter()
         ox, oy = box[0] + offset[0], box[1] + offset[1]
         dt = cv2.distanceTransform(np.pad(comp.astype(np.uint8), 1), cv2.DIST_L2, 3)
         if float(dt.max()) <= p.brush_max_radius + 1:
-            out = mask.copy()
-            actions = []
-            for points, radius in stroke_plan(comp, max_strokes=4):
-                pts = points + [ox, oy]
-                out.paint_stroke(pts, radius, value=add)
-                length = path_length(pts)
-                actions.append(Action("stroke" if add else "erase", stroke_cost(c, length), length=length))
-            return out, actions
-        # thick: reroute along the component's outline
+            return self._strokes(mask, comp, ox, oy, add)
+        # thick: a boundary reroute traced along the stretch of the true boundary
         cur = mask.read_box(box)
-        edge = _boundary(cur)
-        near_edge = cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8),
-                               iterations=max(1, int(np.ceil(p.tolerance)))).astype(bool)
-        out = mask
-        actions = []
-        for ring in outline_polygons(comp, p.tolerance):
-            if len(ring) < 3:
-                continue
-            gx, gy = ring[:, 0] + offset[0], ring[:, 1] + offset[1]
-            inside = (gy >= 0) & (gy < near_edge.shape[0]) & (gx >= 0) & (gx < near_edge.shape[1])
-            on_edge = np.zeros(len(ring), bool)
-            on_edge[inside] = near_edge[gy[inside], gx[inside]]
-            traced = int(np.count_nonzero(~on_edge)) + (2 if on_edge.any() else 0)
-            out = reroute(out, ring + [ox, oy], mode="add" if add else "remove")
-            actions.append(Action("reroute", polygon_cost(c, traced), vertices=traced))
-        return out, actions
+        error = np.zeros(cur.shape, bool)
+        error[offset[1] : offset[1] + comp.shape[0], offset[0] : offset[0] + comp.shape[1]] = comp
+        trace = reroute_trace(cur, error, add)
+        if trace is None:
+            if add:
+                tally["polygon_detached"] += 1
+                out, actions = mask, []
+                for ring in outline_polygons(comp, p.tolerance):
+                    if len(ring) < 3:
+                        continue
+                    out = out.union(rasterize_polygon(ring + [ox, oy], mask.image_size))
+                    actions.append(Action("polygon", polygon_cost(c, len(ring)), vertices=len(ring)))
+                return out, actions
+            tally["erase_hole"] += 1
+            return self._strokes(mask, comp, ox, oy, add)
+        path = simplify_path(trace.astype(np.float64), p.tolerance) + [box[0], box[1]]
+        res = None
+        if near_boundary(mask, *path[0], SNAP_RADIUS) and near_boundary(mask, *path[-1], SNAP_RADIUS):
+            res = reroute(mask, path, snap_radius=SNAP_RADIUS)
+        if res is None or not res.changed:
+            tally["reroute_none"] += 1
+            return self._strokes(mask, comp, ox, oy, add)
+        if not self._right_side(res, comp, ox, oy, add):
+            tally["reroute_wrong_side"] += 1
+            return self._strokes(mask, comp, ox, oy, add)
+        out = mask.copy()
+        out.write_box(res.box, res.after)
+        if truth is not None and out.iou(truth) <= mask.iou(truth):
+            tally["reroute_no_gain"] += 1
+            return self._strokes(mask, comp, ox, oy, add)
+        tally["reroute"] += 1
+        vertices = len(path)
+        return out, [Action("reroute", polygon_cost(c, vertices), vertices=vertices, length=path_length(path))]
+
+    @staticmethod
+    def _right_side(res, comp: np.ndarray, ox: int, oy: int, add: bool) -> bool:
+        """Whether the reroute changed the region meant: the expected direction, mostly
+        within 2 px of the component."""
+        if (res.added if add else res.removed) == 0:
+            return False
+        near = cv2.dilate(np.pad(comp.astype(np.uint8), 2), np.ones((5, 5), np.uint8)).astype(bool)
+        bx0, by0, bx1, by1 = res.box
+        local = np.zeros(res.after.shape, bool)
+        # the component's neighbourhood (origin ox - 2, oy - 2) clipped to the result's box
+        x0, y0 = max(bx0, ox - 2), max(by0, oy - 2)
+        x1, y1 = min(bx1, ox - 2 + near.shape[1]), min(by1, oy - 2 + near.shape[0])
+        if x1 > x0 and y1 > y0:
+            local[y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0] = near[y0 - oy + 2 : y1 - oy + 2, x0 - ox + 2 : x1 - ox + 2]
+        changed = res.after ^ res.before
+        return 2 * int(np.count_nonzero(changed & local)) >= int(np.count_nonzero(changed))
 
     def correct(self, start: Mask, truth: Mask) -> tuple[Mask, list[Action]]:
         """Brush strokes, eraser strokes and reroutes until IoU >= target or the budget is spent."""
+        mask, actions, _ = self.correct_counted(start, truth)
+        return mask, actions
+
+    def correct_counted(self, start: Mask, truth: Mask) -> tuple[Mask, list[Action], dict[str, int]]:
+        """``correct``, plus how the thick regions were fixed (``CORRECTION_KINDS`` -> count)."""
         p = self.params
         mask = start.cropped()
         actions: list[Action] = []
+        tally: Counter = Counter()
         if truth.is_empty():
-            return mask, actions
+            return mask, actions, {}
         current = mask.iou(truth)
         skipped: set[tuple[bool, int, int, int]] = set()
         gestures = 0
@@ -195,7 +268,7 @@ class SimulatedAnnotator:
                 key = (add, box[0] + off[0], box[1] + off[1], area)
                 if key in skipped:
                     continue
-                edited, acts = self._fix_component(mask, comp, off, add, box)
+                edited, acts = self._fix_component(mask, comp, off, add, box, truth, tally)
                 new_iou = edited.iou(truth)
                 if new_iou <= current or not acts:
                     skipped.add(key)  # the gesture did not help: undo it, try the next region
@@ -207,7 +280,7 @@ class SimulatedAnnotator:
                 break
             if not progressed:
                 break
-        return mask, actions
+        return mask, actions, dict(tally)
 
     # ------------------------------------------------------------ manual
     def _draw_polygon(self, truth: Mask) -> tuple[Mask, list[Action]]:
@@ -249,14 +322,14 @@ class SimulatedAnnotator:
             strategies.append(self._draw_brush)
         for strategy in strategies:
             mask, acts = strategy(truth)
-            mask, fixes = self.correct(mask, truth)
+            mask, fixes, tally = self.correct_counted(mask, truth)
             acts = head + acts + fixes
             final = mask.iou(truth)
-            options.append((final >= p.target_iou, sum(a.seconds for a in acts), final, mask, acts))
-        reached, seconds, final, mask, acts = min(
+            options.append((final >= p.target_iou, sum(a.seconds for a in acts), final, mask, acts, tally))
+        reached, seconds, final, mask, acts, tally = min(
             options, key=lambda o: (not o[0], o[1] if o[0] else -o[2])
         )
-        return Labelled(gt_index, class_name, mask, final, seconds, mode, acts)
+        return Labelled(gt_index, class_name, mask, final, seconds, mode, acts, tally)
 
     def label_manual(self, truths: Sequence[tuple[str, Mask]]) -> ImageLabelling:
         """Label every truth ``(class, mask)`` of one image from scratch."""
@@ -291,7 +364,8 @@ class SimulatedAnnotator:
             props = assigned.get(i)
             if not props:
                 drawn = manual.instances[i]
-                out.append(Labelled(i, cls, drawn.mask, drawn.iou, drawn.seconds, "missed", list(drawn.actions)))
+                out.append(Labelled(i, cls, drawn.mask, drawn.iou, drawn.seconds, "missed", list(drawn.actions),
+                                    dict(drawn.corrections)))
                 continue
             props = sorted(props, key=lambda q: -q.mask.intersection_area(truth))
             acts = [Action("decide", c.decide) for _ in props]
@@ -306,15 +380,15 @@ class SimulatedAnnotator:
                 acts.append(Action("accept", c.accept))
                 out.append(Labelled(i, cls, start.cropped(), start_iou, sum(a.seconds for a in acts), "accepted", acts))
                 continue
-            fixed, fixes = self.correct(start, truth)
+            fixed, fixes, tally = self.correct_counted(start, truth)
             acts = acts + fixes + [Action("accept", c.accept)]
             fixed_iou = fixed.iou(truth)
-            corrected = Labelled(i, cls, fixed, fixed_iou, sum(a.seconds for a in acts), "corrected", acts)
+            corrected = Labelled(i, cls, fixed, fixed_iou, sum(a.seconds for a in acts), "corrected", acts, tally)
             drawn = manual.instances[i]
             redraw_acts = [Action("decide", c.decide) for _ in props] + [Action("reject", c.reject) for _ in props]
             redraw_acts += drawn.actions
             redrawn = Labelled(i, cls, drawn.mask, drawn.iou, sum(a.seconds for a in redraw_acts), "redrawn",
-                               redraw_acts)
+                               redraw_acts, dict(drawn.corrections))
             ok_c, ok_r = corrected.iou >= p.target_iou, redrawn.iou >= p.target_iou
             if (ok_r and not ok_c) or (ok_r == ok_c and redrawn.seconds < corrected.seconds):
                 out.append(redrawn)

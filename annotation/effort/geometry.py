@@ -1,20 +1,17 @@
-"""Geometry of the simulated annotator's gestures: outlines, skeleton strokes, reroutes.
+"""Geometry of the simulated annotator's gestures: outlines, skeleton strokes, traced paths.
 
-Pure functions on numpy arrays and ``Mask``; no Qt. Coordinates are ``(x, y)`` image
-pixels (pixel centres at integers), as everywhere in ``annotation``.
+Pure functions on numpy arrays; no Qt. Coordinates are ``(x, y)`` image pixels (pixel
+centres at integers), as everywhere in ``annotation``.
 
-``reroute`` is the boundary-reroute edit on masks: the desktop tool's geometry module
-did not exist when this was written, so the edit is defined here (see its docstring);
-if ``desktop`` later ships a pure function for it, the simulator should call that one.
+The boundary-reroute edit itself is ``annotation.reroute.reroute``, the function the
+desktop tool calls; ``reroute_trace`` only plans the path a person would trace for it.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import cv2
 import numpy as np
-
-from annotation.mask import Mask, rasterize_polygon
 
 _NEIGHBOURS = ((0, 1), (1, 0), (0, -1), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))  # (dy, dx), 4-conn first
 
@@ -135,26 +132,40 @@ def stroke_plan(region: np.ndarray, max_strokes: Optional[int] = None) -> list[t
     return plans[:max_strokes] if max_strokes else plans
 
 
-def reroute(mask: Mask, path: Sequence[Sequence[float]] | np.ndarray, mode: Optional[str] = None) -> Mask:
-    """The boundary-reroute edit: a traced path from the boundary and back replaces that stretch.
+def reroute_trace(current: np.ndarray, error: np.ndarray, add: bool, ends: int = 2) -> Optional[np.ndarray]:
+    """The path a person traces with the reroute tool to fix one error region, or ``None``.
 
-    ``path`` is the traced polyline ``(N, 2)`` in image ``(x, y)``; it is closed by the
-    straight segment from its end back to its start (which, for a path that leaves
-    and rejoins the boundary, runs along the stretch of boundary being replaced). The
-    enclosed region is added to the mask when it lies mostly outside it (the boundary
-    is pushed out to the path) and removed when it lies mostly inside (the boundary is
-    pulled in to the path). ``mode`` (``"add"`` / ``"remove"``) overrides that choice.
-    Returns a new ``Mask``; ``mask`` is not changed. Cost is proportional to the
-    path's box, never to the image.
+    ``current`` is the mask and ``error`` one connected error region (``add``: truth the
+    mask misses, else mask that is not truth), both bool arrays in the same frame. The
+    person traces the true boundary: for a missing piece the piece's own outline, for a
+    surplus piece the outline just outside it (through the pixels that stay). The path is
+    the longest run of that outline's points farther than 1.5 px from the mask's boundary
+    (the stretch the old boundary does not follow), extended by ``ends`` points at each
+    end onto the boundary, where the trace starts and ends. Returns an ``(N, 2)`` int
+    array of ``(x, y)`` in the frame (points may lie up to 2 px outside it), or ``None``
+    when the region does not touch the boundary (a hole or a detached piece: no reroute
+    can reach it) or lies entirely along it.
     """
-    region = rasterize_polygon(np.asarray(path, dtype=np.float64).reshape(-1, 2), mask.image_size)
-    if region.is_empty():
-        return mask.cropped()
-    if mode is None:
-        inside = mask.intersection_area(region)
-        mode = "remove" if inside > region.area - inside else "add"
-    if mode == "add":
-        return mask.union(region)
-    if mode == "remove":
-        return mask.subtract(region)
-    raise ValueError(f"reroute mode must be 'add' or 'remove', got {mode!r}")
+    pad = 2
+    cur = np.pad(current.astype(np.uint8), pad)
+    region = np.pad(error.astype(np.uint8), pad)
+    if not add:  # trace through the pixels that stay, just outside the surplus
+        region = cv2.dilate(region, np.ones((3, 3), np.uint8))
+    # distance of each pixel to the other side of the mask's boundary
+    other_side = cur if add else 1 - cur
+    dist = cv2.distanceTransform(1 - other_side, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    contour = max(contours, key=len).reshape(-1, 2)
+    off = dist[contour[:, 1], contour[:, 0]] > 1.5
+    if off.all() or not off.any():
+        return None
+    first_on = int(np.argmin(off))
+    contour, off = np.roll(contour, -first_on, axis=0), np.roll(off, -first_on)
+    padded = np.concatenate([[False], off, [False]]).astype(np.int8)
+    starts = np.flatnonzero(np.diff(padded) == 1)
+    stops = np.flatnonzero(np.diff(padded) == -1)
+    longest = int(np.argmax(stops - starts))
+    idx = np.arange(starts[longest] - ends, stops[longest] + ends) % len(contour)
+    return contour[idx] - pad

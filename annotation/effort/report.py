@@ -27,6 +27,15 @@ def effort_table(summaries: Sequence[dict]) -> str:
     return _markdown(head, rows)
 
 
+def corrections_line(summary: dict) -> str:
+    """How the thick error regions were fixed (reroutes and their fallbacks), one line."""
+    parts = []
+    for side in ("manual", "assisted"):
+        counts = summary.get("corrections", {}).get(side, {})
+        parts.append(f"{side}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return f"{summary['dataset']} thick-region corrections -- " + "; ".join(parts)
+
+
 def loop_table(loop: LoopResult) -> str:
     """Effort per image against the number of images labelled before each round."""
     head = ["round", "labelled before", "images", "instances", "manual s/image", "assisted s/image", "saved %",
@@ -96,6 +105,7 @@ def write_effort_report(results: Sequence[EffortResult], out: Path) -> list[Path
     summaries = [r.summary() for r in results]
     md = out / "effort.md"
     notes = [f"- {s['dataset']}: proposals from {s['proposals']}; costs {s['costs']}" for s in summaries]
+    notes += [f"- {corrections_line(s)}" for s in summaries]
     md.write_text("# Labelling effort: manual versus assisted\n\n" + effort_table(summaries) + "\n\n"
                   + "\n".join(notes) + "\n", encoding="utf-8")
     files.append(md)

@@ -20,7 +20,7 @@ from typing import Callable, Optional, Protocol, Sequence
 import cv2
 import numpy as np
 
-from annotation.effort.annotator import ImageLabelling, SimulatedAnnotator
+from annotation.effort.annotator import CORRECTION_KINDS, ImageLabelling, SimulatedAnnotator
 from annotation.effort.proposals import EffortImage, ProposalSource
 from annotation.images import IMAGE_EXTENSIONS
 from annotation.mask import Mask
@@ -126,6 +126,12 @@ class EffortResult:
                 modes[ai.mode] = modes.get(ai.mode, 0) + 1
                 ious_m.append(mi.iou)
                 ious_a.append(ai.iou)
+        corrections = {side: {k: 0 for k in CORRECTION_KINDS} for side in ("manual", "assisted")}
+        for im in self.images:
+            for side, labelling in (("manual", im.manual), ("assisted", im.assisted)):
+                for inst in labelling.instances:
+                    for k, v in inst.corrections.items():
+                        corrections[side][k] = corrections[side].get(k, 0) + v
         lower_bound = (0.95 * groups[GROUPS[0][0]] + 0.75 * groups[GROUPS[1][0]] + 0.5 * groups[GROUPS[2][0]]) / n if n else 0.0
         target = float(self.params.get("target_iou", 0.9))
         return {
@@ -146,6 +152,7 @@ class EffortResult:
             "assisted_mean_iou": float(np.mean(ious_a)) if ious_a else 0.0,
             "manual_reached_target": sum(i >= target for i in ious_m),
             "assisted_reached_target": sum(i >= target for i in ious_a),
+            "corrections": corrections,
             "rejected_proposals": sum(sum(a.kind == "reject" for a in im.assisted.extra_actions) for im in self.images),
             "costs": self.costs_source,
             "params": self.params,

@@ -1,6 +1,6 @@
 """Boundary reroute (R): press near the selected instance's boundary, trace a new
 path, release near the boundary; the boundary follows the path
-(``desktop.geometry.reroute``)."""
+(``annotation.reroute``)."""
 from __future__ import annotations
 
 import time
@@ -10,8 +10,8 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsPathItem
 
+from annotation.reroute import near_boundary, reroute
 from desktop.commands import MaskEditCommand
-from desktop.geometry.reroute import near_boundary, reroute
 from desktop.tools.base import Tool
 
 NEAR_PX = 8  # screen pixels: how close to the boundary a trace must start and end

@@ -15,13 +15,13 @@ from annotation.effort import (
     ProposalMask,
     SimulatedAnnotator,
     load_dataset,
-    reroute,
     run_effort,
     run_loop,
     saving_group,
 )
 from annotation.effort.report import plot_loop
 from annotation.mask import Mask, rasterize_polygon
+from annotation.reroute import reroute
 from annotation.resources import asset_path
 
 SIZE = (120, 160)
@@ -107,15 +107,35 @@ def test_a_missed_instance_is_drawn_manually(annotator: SimulatedAnnotator) -> N
     assert res.instances[0].mode == "missed" and res.instances[0].iou >= 0.9
 
 
+def _apply(mask: Mask, path) -> Mask:
+    res = reroute(mask, path)
+    assert res is not None
+    out = mask.copy()
+    out.write_box(res.box, res.after)
+    return out
+
+
 def test_reroute_pushes_out_and_pulls_in() -> None:
+    """The simulator's reroute is the desktop tool's (``annotation.reroute``)."""
     square = rasterize_polygon([(10, 10), (50, 10), (50, 50), (10, 50)], SIZE)
     bump = [(50, 20), (70, 20), (70, 40), (50, 40)]
-    grown = reroute(square, bump)
+    grown = _apply(square, bump)
     assert grown.area > square.area and grown.to_full()[30, 65]
     notch = [(10, 20), (30, 20), (30, 40), (10, 40)]
-    cut = reroute(square, notch)
+    cut = _apply(square, notch)
     assert cut.area < square.area and not cut.to_full()[30, 20]
     assert square.to_full()[30, 20]  # the input is not changed
+
+
+def test_thick_errors_are_fixed_with_the_tools_reroute(annotator: SimulatedAnnotator) -> None:
+    truth = rasterize_polygon([(20, 30), (100, 30), (100, 110), (20, 110)], SIZE)
+    bump = rasterize_polygon([(40, 30), (80, 30), (80, 5), (40, 5)], SIZE)  # 25 px too far out
+    notch = rasterize_polygon([(100, 50), (75, 50), (75, 80), (100, 80)], SIZE)  # 25 px short
+    start = truth.union(bump).subtract(notch)
+    fixed, actions, counts = annotator.correct_counted(start, truth)
+    assert fixed.iou(truth) >= 0.9 and fixed.iou(truth) == pytest.approx(_np_iou(fixed, truth))
+    assert counts.get("reroute", 0) >= 2 and "reroute" in {a.kind for a in actions}
+    assert not any(k.startswith("reroute_") for k in counts)  # no fallback needed here
 
 
 def test_groups_of_table_2() -> None:

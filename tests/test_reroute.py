@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from annotation.mask import Mask, rasterize_polygon
-from desktop.geometry.reroute import near_boundary, reroute
+from annotation.mask import rasterize_polygon
+from annotation.reroute import near_boundary, reroute
 
 SIZE = (200, 200)
 
