@@ -83,7 +83,9 @@ def choose_providers(requested: str = "auto") -> DeviceReport:
         ort.set_default_logger_severity(old)
     if on_cuda:
         return DeviceReport(requested, "cuda", ("CUDAExecutionProvider", "CPUExecutionProvider"))
-    reason = error or _cuda_failure_reason()
+    # onnxruntime's own "Failed to load dynlib ... when the application was frozen"
+    # hides the real cause (a missing CUDA library): ask the loader directly
+    reason = _cuda_failure_reason() if (not error or error.startswith("Failed to load")) else error
     note = f"CUDA unavailable, using the CPU: {reason}"
     return DeviceReport(requested, "cpu", cpu, note if requested == "cuda" else f"(GPU not used: {reason})")
 
