@@ -47,6 +47,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
                    help="proposals: a registry model, a COCO results file, or the SYNTHETIC damaged truth "
                         "(default: model when --model is given, coco when --proposals is, else an error)")
     p.add_argument("--model", default=None, help="registry model name for --source model (e.g. cracks-semantic)")
+    p.add_argument("--held-out", action="store_true",
+                   help="with --model: only the images the model's manifest lists as held out from its training")
     p.add_argument("--proposals", default=None, help="COCO results JSON for --source coco")
     p.add_argument("--quality", type=float, default=0.6, help="damage level of --source degraded-truth (0..1)")
     p.add_argument("--seed", type=int, default=0)
@@ -73,6 +75,22 @@ def _source(kind: str, args: argparse.Namespace) -> ProposalSource:
     return source_for(kind, path=args.proposals, quality=args.quality, seed=args.seed, min_score=args.min_score)
 
 
+def _held_out_stems(model: Optional[str]) -> set[str]:
+    """File stems of the validation images recorded in the active version's manifest."""
+    if not model:
+        raise ProposalError("--held-out needs --model NAME")
+    from inference.registry import ModelError, Registry
+
+    try:
+        info = Registry.default().active(model)
+    except ModelError as exc:
+        raise ProposalError(str(exc)) from None
+    keys = ((info.manifest.training or {}).get("data") or {}).get("val_image_keys") or []
+    if not keys:
+        raise ProposalError(f"{model}@{info.version}'s manifest lists no held-out images (training.data.val_image_keys)")
+    return {Path(k).stem for k in keys}
+
+
 def _fail(message: str) -> int:
     print(f"specula bench effort: {message}", file=sys.stderr)
     return 2
@@ -93,7 +111,8 @@ def run_bench_effort(args: argparse.Namespace) -> int:
             return _fail("say where proposals come from: --model NAME, --proposals FILE.json, "
                          "or --source degraded-truth (synthetic, for testing)")
         source = _source(kind, args) if kind is not None and (args.source or not args.loop) else None
-        images = load_dataset(args.dataset, args.limit, args.min_area, offset=args.offset)
+        stems = _held_out_stems(args.model) if args.held_out else None
+        images = load_dataset(args.dataset, args.limit, args.min_area, offset=args.offset, only_stems=stems)
         if not images:
             return _fail(f"no images with masks in {args.dataset}")
         name = Path(args.dataset).name

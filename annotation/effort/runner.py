@@ -55,8 +55,11 @@ def truth_instances(mask: np.ndarray, class_name: str, min_area: int = DEFAULT_M
 def load_dataset(
     name_or_path: str, limit: Optional[int] = None, min_area: int = DEFAULT_MIN_AREA,
     class_name: Optional[str] = None, root: Optional[Path] = None, offset: int = 0,
+    only_stems: Optional[set[str]] = None,
 ) -> list[EffortImage]:
     """The images of a binary-mask data set, sorted by name, ``limit`` of them from ``offset``.
+
+    ``only_stems`` keeps only images with those file stems (a model's held-out images).
 
     ``name_or_path`` is a folder under the data root (``glass-gdd``, ...) or a path to a
     folder with ``image/`` and ``mask/``. Images without a mask are skipped.
@@ -70,6 +73,8 @@ def load_dataset(
     cls = class_name or DATASETS.get(folder.name, "object")
     masks = {p.stem: p for p in (folder / "mask").iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
     images = sorted(p for p in (folder / "image").iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.stem in masks)
+    if only_stems is not None:
+        images = [p for p in images if p.stem in only_stems]
     images = images[offset:]
     if limit is not None:
         images = images[: max(0, limit)]
