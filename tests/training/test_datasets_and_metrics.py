@@ -1,0 +1,85 @@
+"""Datasets from a project (masks, weak clicks, rejections) and the split by image."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training_helpers import build_project, data_root, need_set
+from training.datasets import load_project, split_by_image, split_score
+
+
+@pytest.fixture
+def cracks_project(tmp_path):
+    need_set("cracks-cfd")
+    ids = sorted(p.stem for p in (data_root() / "cracks-cfd" / "image").glob("*.jpg"))[:4]
+    store = build_project(tmp_path / "cfd", "cracks-cfd", ids, "crack", palette="inspection", clicks=True)
+    yield store
+    store.close()
+
+
+def test_project_labels_masks_clicks_and_rejections(cracks_project):
+    from annotation.document import Instance, InstanceState
+    from annotation.mask import Mask
+
+    store = cracks_project
+    rec = store.images()[0]
+    full = np.zeros(rec.size, bool)
+    full[10:30, 10:40] = True
+    store.add_instance(Instance(rec.id, "crack", Mask.from_full(full), InstanceState.REJECTED, origin="m@1"))
+    data = load_project(store)
+    assert data.classes == ["spalling", "rust", "crack"]  # palette drawing order
+    assert len(data.images) == 4
+    first = next(im for im in data.images if im.image_id == rec.id)
+    assert len(first.negatives) == 1 and first.negatives[0][0] == "crack"
+    rejected = [c for c in first.clicks if c.source == "rejected"]
+    assert len(rejected) == 1 and not rejected[0].positive
+    assert full[int(rejected[0].y), int(rejected[0].x)]
+    weak = [c for im in data.images for c in im.clicks if c.source == "weak_click"]
+    assert any(c.positive for c in weak) and any(not c.positive for c in weak)
+    cmap = first.class_map(data.classes)
+    assert cmap.shape == rec.size
+    assert set(np.unique(cmap)) <= {0, 3}
+    assert (cmap == 3).sum() == sum(m.area for _, m in first.instances)
+    # the split follows the project-relative path, not where the project folder lies
+    assert {im.split_key for im in data.images} == {r.path for r in store.images()}
+    summary = data.summary()
+    assert summary["images"] == 4 and summary["rejected"] == {"crack": 1}
+
+
+def test_split_is_by_image_fixed_by_seed_and_never_leaks():
+    paths = [f"img_{i:03d}.jpg" for i in range(200)]
+    train, val = split_by_image(paths, 0.2, seed=7)
+    assert set(train).isdisjoint(val) and set(train) | set(val) == set(paths)
+    assert 20 < len(val) < 60
+    assert split_by_image(paths, 0.2, seed=7) == (train, val)  # fixed by the seed
+    assert split_by_image(paths, 0.2, seed=8)[1] != val
+    # adding images never moves an old image across the split
+    train2, val2 = split_by_image(paths + [f"new_{i}.jpg" for i in range(50)], 0.2, seed=7)
+    assert set(val) <= set(val2) and set(train) <= set(train2)
+    # several items of one image (e.g. clicks) land on one side
+    items = [(p, k) for p in paths[:30] for k in range(3)]
+    tr, va = split_by_image(items, 0.3, seed=1, key=lambda it: it[0])
+    assert {p for p, _ in tr}.isdisjoint({p for p, _ in va})
+
+
+def test_split_keeps_one_image_each_side_when_few():
+    for seed in range(20):
+        tr, va = split_by_image(["a.jpg", "b.jpg", "c.jpg"], 0.2, seed=seed)
+        assert len(tr) >= 1 and len(va) >= 1
+    assert 0.0 <= split_score("x", 3) < 1.0
+
+
+def test_metrics_match_annotation_metrics_on_one_image():
+    metrics = pytest.importorskip("annotation.metrics")
+    from training.metrics_util import ClassAccumulator
+
+    rng = np.random.default_rng(0)
+    gt = np.zeros((60, 80), bool)
+    gt[10:40, 20:60] = True
+    prob = np.clip(gt * 0.6 + rng.uniform(0, 0.5, gt.shape), 0, 1).astype(np.float32)
+    acc = ClassAccumulator()
+    acc.add(prob, prob > 0.5, gt)
+    res = acc.result()
+    assert res["max_fbeta"] == pytest.approx(metrics.max_fbeta(prob, gt), abs=1e-9)
+    assert res["mae"] == pytest.approx(metrics.mae(prob, gt), abs=1e-6)
+    assert res["iou"] == pytest.approx(metrics.iou(prob > 0.5, gt), abs=1e-9)

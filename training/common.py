@@ -1,0 +1,244 @@
+"""Plumbing every trainer shares: options, device and DDP, progress, initial weights.
+
+Progress goes out as JSON lines on stdout (``{"event": "epoch", ...}``) when asked
+or when stdout is not a terminal (the GUI reads them), otherwise as a tqdm bar.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is initialised and only
+rank 0 reports, validates and publishes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TextIO
+
+
+@dataclass
+class TrainOptions:
+    """What a ``specula train`` run was asked to do (the CLI fills it)."""
+
+    project: Path
+    task: str
+    epochs: Optional[int] = None
+    device: str = "auto"
+    val_fraction: float = 0.2
+    seed: int = 0
+    init: Optional[Path] = None
+    registry: Optional[Path] = None
+    name: Optional[str] = None
+    version: Optional[str] = None
+    encoder: str = "efficientnet-lite0"
+    input_size: Optional[tuple[int, int]] = None
+    batch_size: Optional[int] = None
+    max_steps: Optional[int] = None  # stop after this many optimiser steps (tests, smoke runs)
+    minutes: Optional[float] = None  # time budget for training (validation still runs)
+    lr: Optional[float] = None
+    json: bool = False
+    num_threads: Optional[int] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Reporter:
+    """Progress: JSON lines (machine) or a tqdm bar plus short lines (person)."""
+
+    def __init__(self, json_lines: Optional[bool] = None, stream: TextIO = sys.stdout, enabled: bool = True):
+        self.stream = stream
+        isatty = getattr(stream, "isatty", lambda: False)()
+        self.json = bool(json_lines) or not isatty
+        self.enabled = enabled
+        self._bar: Any = None
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if not self.enabled:
+            return
+        if self.json:
+            self.stream.write(json.dumps({"event": event, **fields}, default=_jsonable) + "\n")
+            self.stream.flush()
+            return
+        if event == "step":
+            self._tick(fields)
+        elif event == "epoch":
+            self._close_bar()
+            val = ", ".join(f"{k} {v:.3f}" for k, v in (fields.get("val") or {}).items() if isinstance(v, float))
+            print(f"epoch {fields.get('epoch')}: loss {fields.get('loss', float('nan')):.4f}  {val}", file=self.stream)
+        else:
+            self._close_bar()
+            print(f"{event}: " + ", ".join(f"{k}={v}" for k, v in fields.items()), file=self.stream)
+
+    def _tick(self, fields: dict) -> None:
+        try:
+            from tqdm import tqdm
+        except ImportError:  # pragma: no cover - tqdm is a base dependency
+            return
+        if self._bar is None:
+            self._bar = tqdm(total=fields.get("total"), desc=f"epoch {fields.get('epoch')}", file=self.stream, leave=False)
+        self._bar.update(1)
+        self._bar.set_postfix(loss=f"{fields.get('loss', 0.0):.4f}")
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device_kind: str) -> DistInfo:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE`` > 1 (NCCL on GPU, Gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(choice: str = "auto", local_rank: int = 0):
+    """``torch.device``: the GPU where one works (``auto``/``cuda``), the CPU otherwise.
+
+    Asking for ``cuda`` without a usable GPU raises with a message saying so.
+    """
+    import torch
+
+    if choice == "cpu":
+        return torch.device("cpu")
+    ok = torch.cuda.is_available()
+    if choice == "cuda" and not ok:
+        raise RuntimeError("--device cuda was asked for but no CUDA GPU is usable here; use --device cpu or auto")
+    if ok:
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def load_init_weights(path: Path) -> dict:
+    """A state dict from a local file: ``.safetensors`` (if installed) or a torch file
+    loaded with ``weights_only=True`` (never plain pickle). A checkpoint holding
+    ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--init {path}: no such file")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as exc:
+            raise RuntimeError(f"--init {path}: reading .safetensors needs the safetensors package") from exc
+        return dict(load_file(str(path)))
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RuntimeError(
+            f"--init {path}: not a plain state dict ({str(exc).splitlines()[0]}); "
+            "save it with torch.save(model.state_dict(), ...) or as .safetensors"
+        ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise RuntimeError(f"--init {path}: expected a state dict, found {type(sd).__name__}")
+    return sd
+
+
+def apply_init(model, path: Path, prefix: str = "") -> dict[str, Any]:
+    """Load ``path`` into ``model`` (keys optionally under ``prefix``), matching names and shapes.
+
+    Returns a provenance record for the manifest: file, loaded and skipped key counts.
+    Raises when nothing matches (a wrong file should not train silently from scratch).
+    """
+    import hashlib
+
+    sd = load_init_weights(path)
+    own = model.state_dict()
+    loaded = {}
+    for k, v in sd.items():
+        name = prefix + k
+        if name in own and tuple(own[name].shape) == tuple(v.shape):
+            loaded[name] = v
+    if not loaded:
+        raise RuntimeError(f"--init {path}: none of its {len(sd)} tensors match this model's layers")
+    model.load_state_dict(loaded, strict=False)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return {"file": str(path), "sha256_16": digest, "loaded": len(loaded), "skipped": len(sd) - len(loaded)}
+
+
+class Timer:
+    def __init__(self, minutes: Optional[float]):
+        self.start = time.monotonic()
+        self.limit = None if minutes is None else minutes * 60.0
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def expired(self) -> bool:
+        return self.limit is not None and self.elapsed >= self.limit
+
+
+def wrap_ddp(model, dist_info: DistInfo, device):
+    """The model itself, or a ``DistributedDataParallel`` wrapper under torchrun."""
+    if not dist_info.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model):
+    return getattr(model, "module", model)
+
+
+def make_loader(dataset, batch_size: int, shuffle: bool, dist_info: DistInfo, seed: int, drop_last: bool = False):
+    """A ``DataLoader``; with a ``DistributedSampler`` under torchrun."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    sampler = None
+    if dist_info.distributed:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=0, drop_last=drop_last, generator=g,
+    )

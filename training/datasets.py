@@ -1,0 +1,247 @@
+"""What a project teaches: accepted masks, weak clicks and rejections, split by image.
+
+Sources of labels (DESIGN.md, 003):
+
+- accepted instances (drawn, accepted or modified-then-accepted proposals) are full
+  masks; a modified proposal is stored as its corrected mask, so it is simply an
+  accepted instance here;
+- ``weak_click`` interactions (details ``x``, ``y``, ``positive``, ``class_name``)
+  are point labels: "this patch holds / does not hold class X";
+- rejected proposals are negatives: their pixels are not that class (background
+  unless an accepted mask says otherwise) and their centre is a negative click.
+
+An image takes part in fully supervised (semantic, instance) training when it has
+accepted instances or is marked done (then everything unlabelled is background).
+The train/validation split is by image and fixed by a seed (``split_by_image``):
+the decision for an image depends only on the seed and the image's path, so adding
+images to a project never moves an old image across the split.
+
+Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, TypeVar
+
+import numpy as np
+
+from annotation.document import ImageStatus, InstanceState
+from annotation.mask import Mask
+from annotation.store import ProjectStore
+
+WEAK_CLICK = "weak_click"
+
+
+@dataclass(frozen=True)
+class Click:
+    """A point label in image pixels (x right, y down)."""
+
+    x: float
+    y: float
+    positive: bool
+    class_name: str
+    source: str = WEAK_CLICK  # weak_click | accepted | rejected
+
+
+@dataclass
+class ImageLabels:
+    """Everything the project knows about one image.
+
+    ``instances`` and ``negatives`` are ``(class_name, Mask)`` pairs of the image's
+    ``size`` ``(height, width)``.
+    """
+
+    image_id: int
+    path: Path
+    size: tuple[int, int]
+    instances: list[tuple[str, Mask]] = field(default_factory=list)
+    negatives: list[tuple[str, Mask]] = field(default_factory=list)
+    clicks: list[Click] = field(default_factory=list)
+    done: bool = False
+    rel_path: str = ""  # path relative to the project folder: what the split is keyed on
+
+    @property
+    def split_key(self) -> str:
+        """Stable across machines and folder moves: the project-relative path when known."""
+        return self.rel_path or str(self.path)
+
+    @property
+    def key(self) -> str:
+        """The last three path parts (``set/image/name.jpg``): readable and unique enough for logs."""
+        return "/".join(self.path.parts[-3:])
+
+    @property
+    def fully_labelled(self) -> bool:
+        """Usable for pixel-wise training: unlabelled pixels may be taken as background."""
+        return bool(self.instances) or self.done
+
+    def class_map(self, classes: Sequence[str]) -> np.ndarray:
+        """``(H, W)`` uint8 map: 0 background, ``i + 1`` for ``classes[i]``.
+
+        Later classes are painted over earlier ones (palette drawing order puts
+        nested classes such as glass-in-mirror last).
+        """
+        out = np.zeros(self.size, np.uint8)
+        index = {c: i + 1 for i, c in enumerate(classes)}
+        for cls in classes:
+            for name, mask in self.instances:
+                if name != cls:
+                    continue
+                x0, y0, x1, y1 = mask.box
+                cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(self.size[1], x1), min(self.size[0], y1)
+                if cx1 <= cx0 or cy1 <= cy0:
+                    continue
+                crop = mask.array[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+                out[cy0:cy1, cx0:cx1][crop] = index[cls]
+        return out
+
+
+@dataclass
+class ProjectData:
+    """The labelled images of one project and the classes to learn."""
+
+    project: Path
+    classes: list[str]
+    images: list[ImageLabels]
+
+    def summary(self, images: Optional[Sequence[ImageLabels]] = None) -> dict:
+        """JSON-ready counts for the manifest: images, instances and clicks per class."""
+        images = self.images if images is None else images
+        inst = Counter(name for im in images for name, _ in im.instances)
+        neg = Counter(name for im in images for name, _ in im.negatives)
+        pos_clicks = Counter(c.class_name for im in images for c in im.clicks if c.positive)
+        neg_clicks = Counter(c.class_name for im in images for c in im.clicks if not c.positive)
+        return {
+            "project": str(self.project),
+            "images": len(images),
+            "instances": dict(inst),
+            "rejected": dict(neg),
+            "clicks_positive": dict(pos_clicks),
+            "clicks_negative": dict(neg_clicks),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+
+
+def _interior_point(mask: Mask) -> tuple[float, float]:
+    """A pixel inside the mask near its centroid (the centroid of a C shape lies outside)."""
+    m = mask.cropped()
+    ys, xs = np.nonzero(m.array)
+    cy, cx = ys.mean(), xs.mean()
+    i = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
+    return float(m.x0 + xs[i]), float(m.y0 + ys[i])
+
+
+def load_project(
+    store: ProjectStore | str | Path,
+    classes: Optional[Sequence[str]] = None,
+) -> ProjectData:
+    """Read labels from a project (a ``ProjectStore`` or its folder).
+
+    ``classes`` defaults to the project palette's classes in drawing order.
+    Images that carry no label of any kind are left out.
+    """
+    own = not isinstance(store, ProjectStore)
+    st = ProjectStore.open(store, create=False, scan=False) if own else store
+    try:
+        palette = st.palette
+        if classes is None:
+            # drawing order, so that nested classes are painted last in ``class_map``
+            classes = [c.name for c in sorted(palette.classes, key=lambda c: c.order)]
+        classes = list(classes)
+        by_id: dict[int, ImageLabels] = {}
+        for rec in st.images():
+            if rec.error:
+                continue
+            by_id[rec.id] = ImageLabels(
+                image_id=rec.id, path=st.image_file(rec), size=rec.size, done=rec.status == ImageStatus.DONE,
+                rel_path=rec.path,
+            )
+        for inst in st.instances(states=[InstanceState.ACCEPTED, InstanceState.REJECTED]):
+            im = by_id.get(inst.image_id)
+            if im is None or inst.mask.is_empty():
+                continue
+            if inst.state == InstanceState.ACCEPTED:
+                im.instances.append((inst.class_name, inst.mask))
+            else:
+                im.negatives.append((inst.class_name, inst.mask))
+                x, y = _interior_point(inst.mask)
+                im.clicks.append(Click(x, y, False, inst.class_name, "rejected"))
+        for it in st.interactions(actions=[WEAK_CLICK]):
+            im = by_id.get(it.image_id) if it.image_id is not None else None
+            d = it.details
+            name = d.get("class_name") or it.class_name
+            if im is None or name is None or "x" not in d or "y" not in d:
+                continue
+            im.clicks.append(Click(float(d["x"]), float(d["y"]), bool(d.get("positive", True)), str(name)))
+        images = [
+            im for im in by_id.values() if im.instances or im.negatives or im.clicks or im.done
+        ]
+        return ProjectData(project=st.root, classes=classes, images=sorted(images, key=lambda i: str(i.path)))
+    finally:
+        if own:
+            st.close()
+
+
+T = TypeVar("T")
+
+
+def split_score(key: str, seed: int) -> float:
+    """A number in [0, 1) fixed by ``seed`` and ``key`` (an image's path)."""
+    h = hashlib.sha1(f"{seed}:{key}".encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "big") / 2.0**64
+
+
+def split_by_image(
+    items: Sequence[T], val_fraction: float, seed: int = 0,
+    key=lambda item: getattr(item, "split_key", None) or str(getattr(item, "path", item)),
+) -> tuple[list[T], list[T]]:
+    """``(train, val)``: an item goes to validation when its ``split_score`` < ``val_fraction``.
+
+    With at least two items and a positive fraction, at least one goes to each side
+    (the lowest-scoring item is moved to validation if none scored below the
+    fraction, the highest to training if all did). Items sharing a key (the same
+    image) always land on the same side.
+    """
+    if not items:
+        return [], []
+    scores = [split_score(key(it), seed) for it in items]
+    val_idx = {i for i, s in enumerate(scores) if s < val_fraction}
+    if val_fraction > 0 and len({key(it) for it in items}) >= 2:
+        if not val_idx:
+            low = min(scores)
+            val_idx = {i for i, s in enumerate(scores) if s == low}
+        if len(val_idx) == len(items):
+            high = max(scores)
+            val_idx = {i for i, s in enumerate(scores) if s != high}
+    train = [it for i, it in enumerate(items) if i not in val_idx]
+    val = [it for i, it in enumerate(items) if i in val_idx]
+    return train, val
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB with EXIF orientation applied."""
+    try:
+        from annotation.images import load_image  # the project's loader, when present
+
+        return np.ascontiguousarray(load_image(path).rgb)
+    except ImportError:
+        from PIL import Image, ImageOps
+
+        with Image.open(path) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def click_classes(images: Iterable[ImageLabels]) -> list[str]:
+    """Classes that have at least one positive click or accepted instance."""
+    seen: dict[str, None] = {}
+    for im in images:
+        for c in im.clicks:
+            if c.positive:
+                seen.setdefault(c.class_name)
+        for name, _ in im.instances:
+            seen.setdefault(name)
+    return list(seen)

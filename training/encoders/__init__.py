@@ -1,0 +1,1 @@
+"""Encoders (backbones) shared by the trainers."""
