@@ -34,6 +34,7 @@ from annotation.mask import Mask
 from annotation.store import ProjectStore
 
 WEAK_CLICK = "weak_click"
+WEAK_CLICK_UNDONE = "weak_click_undone"
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,12 @@ def load_project(
                 im.negatives.append((inst.class_name, inst.mask))
                 x, y = _interior_point(inst.mask)
                 im.clicks.append(Click(x, y, False, inst.class_name, "rejected"))
-        for it in st.interactions(actions=[WEAK_CLICK]):
+        rows = st.interactions(actions=[WEAK_CLICK, WEAK_CLICK_UNDONE])
+        # the desktop undoes a click by logging weak_click_undone {log_id}; the log keeps both
+        undone = {r.details.get("log_id") for r in rows if r.action == WEAK_CLICK_UNDONE}
+        for it in rows:
+            if it.action != WEAK_CLICK or it.id in undone:
+                continue
             im = by_id.get(it.image_id) if it.image_id is not None else None
             d = it.details
             name = d.get("class_name") or it.class_name
@@ -217,6 +223,16 @@ def split_by_image(
         if len(val_idx) == len(items):
             high = max(scores)
             val_idx = {i for i, s in enumerate(scores) if s != high}
+        # stratify: a class found on at least two images gets at least one of them in
+        # validation, so a rare class (MSD's 10 mirrors beside 400 GDD panes) is measured
+        classes_of = [
+            {c for c, _ in getattr(it, "instances", ())} for it in items
+        ]
+        for cls in sorted(set().union(*classes_of)):
+            holders = [i for i, cs in enumerate(classes_of) if cls in cs]
+            if len({key(items[i]) for i in holders}) >= 2 and not val_idx.intersection(holders):
+                chosen = key(items[min(holders, key=lambda j: scores[j])])
+                val_idx |= {i for i, it in enumerate(items) if key(it) == chosen}
     train = [it for i, it in enumerate(items) if i not in val_idx]
     val = [it for i, it in enumerate(items) if i in val_idx]
     return train, val

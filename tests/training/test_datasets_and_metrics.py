@@ -83,3 +83,24 @@ def test_metrics_match_annotation_metrics_on_one_image():
     assert res["max_fbeta"] == pytest.approx(metrics.max_fbeta(prob, gt), abs=1e-9)
     assert res["mae"] == pytest.approx(metrics.mae(prob, gt), abs=1e-6)
     assert res["iou"] == pytest.approx(metrics.iou(prob > 0.5, gt), abs=1e-9)
+
+
+def test_undone_weak_clicks_are_not_training_labels(tmp_path):
+    """The desktop logs weak_click_undone {log_id} on undo; that click must not train."""
+    from annotation.store import ProjectStore
+    from training.datasets import load_project
+
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "a.png")
+    store = ProjectStore.open(tmp_path)
+    image_id = store.images()[0].id
+    kept = store.log("weak_click", image_id=image_id, class_name="crack", x=5.0, y=6.0, positive=True)
+    gone = store.log("weak_click", image_id=image_id, class_name="crack", x=20.0, y=21.0, positive=False)
+    store.log("weak_click_undone", image_id=image_id, class_name="crack", log_id=gone)
+    data = load_project(store)
+    clicks = [c for im in data.images for c in im.clicks]
+    assert [(c.x, c.y, c.positive) for c in clicks] == [(5.0, 6.0, True)]
+    assert kept != gone
+    store.close()
