@@ -445,11 +445,21 @@ class ProjectStore:
     def delete_instance(self, instance_id: int) -> None:
         self._write("DELETE FROM instances WHERE id=?", (instance_id,))
 
-    def delete_instances(self, image_id: int, states: Iterable[InstanceState | str]) -> int:
+    def delete_instances(self, image_id: int, states: Iterable[InstanceState | str],
+                         keep: Iterable[int] = ()) -> int:
+        """Delete the image's instances in ``states``, except the ids in ``keep``."""
         st = [InstanceState(s).value for s in states]
         cur = self._write(
-            f"DELETE FROM instances WHERE image_id=? AND state IN ({','.join('?' * len(st))})", (image_id, *st)
+            f"DELETE FROM instances WHERE image_id=? AND state IN ({','.join('?' * len(st))}) "
+            "AND id NOT IN (SELECT value FROM json_each(?))",
+            (image_id, *st, json.dumps([int(i) for i in keep])),
         )
+        return cur.rowcount
+
+    def delete_instance_ids(self, ids: Iterable[int]) -> int:
+        """Delete these instances in one statement (any number of ids)."""
+        cur = self._write("DELETE FROM instances WHERE id IN (SELECT value FROM json_each(?))",
+                          (json.dumps([int(i) for i in ids]),))
         return cur.rowcount
 
     # ------------------------------------------------------------ interaction log

@@ -47,6 +47,9 @@ class GapRecorder:
         self.timer.start()
 
     def stop(self) -> list[float]:
+        # close the open gap: the turn that made the awaited condition true (applying the
+        # proposals) ends it, and no tick follows once the recorder is stopped
+        self._tick()
         self.timer.stop()
         return self.gaps
 
@@ -110,7 +113,7 @@ def main() -> int:
         t0 = time.perf_counter()
         win.actions_by_name["action.propose_image"].trigger()
         spin(app, lambda: len(win.store.interactions(actions=["propose"])) > n_before
-             and not win.assist.proposer.busy, 300)
+             and not win.assist.proposer.busy and not getattr(win.canvas, "pending_items", 0), 300)
         busy_s = time.perf_counter() - t0
         busy = rec.stop()
         rec.start()

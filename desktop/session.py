@@ -213,16 +213,17 @@ class EditingSession:
         return sorted((i for i in self.instances.values() if i.is_proposal),
                       key=lambda i: (-(i.score or 0.0), i.id or 0))
 
-    def replace_proposals(self, remove: Iterable[int], add: Iterable[Instance]) -> None:
-        """Swap proposals in one transaction (a new proposing run; its undo)."""
+    def replace_proposals(self, remove: Iterable[int], add: Iterable[Instance], *, stored: bool = False) -> None:
+        """Swap proposals in one transaction (a new proposing run; its undo). ``stored``:
+        ``add`` is already in the store with its ids (written by the proposing worker)."""
         remove = [i for i in remove if i in self.instances]
         add = list(add)
         with self.store.transaction():
-            for iid in remove:
-                self.store.delete_instance(iid)
-            for inst in add:
-                inst.image_id = self.image.id
-                self.store.add_instance(inst)
+            self.store.delete_instance_ids(remove)
+            if not stored:
+                for inst in add:
+                    inst.image_id = self.image.id
+                    self.store.add_instance(inst)
         for iid in remove:
             del self.instances[iid]
         if set(remove) & set(self.selection):

@@ -2,7 +2,8 @@
 the GUI thread and hands a plain function to ``JobRunner.submit``; the function runs in
 the runner's own thread pool and its result, error and end come back on the GUI thread
 by signal. A newer request of the same runner makes older results stale: they are
-dropped, never applied. ``sync=True`` runs jobs inline (tests, scripts).
+dropped, never applied (``dropped`` hands them to the owner, to undo what the job wrote).
+``sync=True`` runs jobs inline (tests, scripts).
 """
 from __future__ import annotations
 
@@ -31,10 +32,12 @@ class JobRunner(QObject):
         result(rid, value): the job's return value, only for the current request;
         error(rid, message): what went wrong (never swallowed), only for the current request;
         progress(rid, done, total): from the job's ``progress`` callback;
+        dropped(rid, value): a stale request's return value (not applied), for clean-up;
         finished(rid): always, for every request, after result or error.
     """
 
     result = Signal(int, object)
+    dropped = Signal(int, object)
     error = Signal(int, str)
     progress = Signal(int, int, int)
     finished = Signal(int)
@@ -93,6 +96,8 @@ class JobRunner(QObject):
         try:
             if rid == self.current:
                 self.result.emit(rid, value)
+            else:
+                self.dropped.emit(rid, value)
         finally:
             self._done(rid)
 

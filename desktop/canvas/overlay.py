@@ -4,8 +4,15 @@ The item owns an 8-bit indexed ``QImage`` over the mask's array box (1 byte per
 pixel; the colour table carries class colour, opacity and outline). A dab rewrites
 only the dab's box of that image in place and repaints only that rectangle; the
 image is rebuilt only when the mask's array grows (amortised by the mask's slack).
+
+``overlay_image`` builds that image without a colour table and touches no graphics
+item, so a worker thread may build the images of a proposing run in advance (QImage is
+usable off the GUI thread, QGraphicsItem is not); ``InstanceItem`` takes one as
+``prebuilt`` and only sets its colour table.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF
@@ -13,6 +20,7 @@ from PySide6.QtGui import QColor, QImage, QPainter, qRgba
 from PySide6.QtWidgets import QGraphicsItem
 
 from annotation.document import Instance
+from annotation.mask import Mask
 from desktop.geometry.render import overlay_indices
 
 Box = tuple[int, int, int, int]
@@ -30,8 +38,25 @@ def color_table(rgb: tuple[int, int, int], opacity: float, proposal: bool, selec
     return [qRgba(0, 0, 0, 0), qRgba(r, g, b, a), outline, emph]
 
 
+def overlay_image(mask: Mask, proposal: bool) -> tuple[Box, QImage]:
+    """The 8-bit indexed image (no colour table yet) over ``mask.box`` (x0, y0, x1, y1),
+    and that box. Safe in any thread."""
+    box = mask.box
+    x0, y0, x1, y1 = box
+    w, h = max(0, x1 - x0), max(0, y1 - y0)
+    if w == 0 or h == 0:
+        return box, QImage()
+    img = QImage(w, h, QImage.Format.Format_Indexed8)
+    buf = np.frombuffer(img.bits(), np.uint8).reshape(h, img.bytesPerLine())
+    buf[:, :w] = overlay_indices(mask, box, proposal)
+    return box, img
+
+
 class InstanceItem(QGraphicsItem):
-    def __init__(self, inst: Instance, rgb: tuple[int, int, int], opacity: float):
+    def __init__(self, inst: Instance, rgb: tuple[int, int, int], opacity: float,
+                 prebuilt: Optional[tuple[Box, QImage]] = None):
+        """``prebuilt``: ``overlay_image(inst.mask, inst.is_proposal)``, made beforehand
+        (in a worker); used when the mask's box still matches, else the image is built here."""
         super().__init__()
         self.inst = inst
         self.rgb = rgb
@@ -40,7 +65,12 @@ class InstanceItem(QGraphicsItem):
         self._box: Box = (0, 0, 0, 0)
         self._img = QImage()
         self.setZValue(1)
-        self.rebuild()
+        if prebuilt is not None and prebuilt[0] == inst.mask.box and not prebuilt[1].isNull():
+            self._box, self._img = prebuilt
+            self.setPos(self._box[0], self._box[1])
+            self._img.setColorTable(self._table())
+        else:
+            self.rebuild()
 
     # ---------------------------------------------------------------- image
     def _table(self) -> list[int]:

@@ -3,12 +3,16 @@
 Scene coordinates are image pixels. Wheel zooms about the cursor, Ctrl+wheel goes to
 the tool (brush radius); middle-drag or Space+drag pans; events in between go to the
 active tool in image coordinates.
+
+Overlay items are created at most ``ADD_CHUNK`` per event-loop turn: a proposing run (or
+its undo) that adds 150 instances at once gets them on screen over a few turns instead of
+blocking one turn; the rest wait in ``_pending`` (``pending_items`` counts them).
 """
 from __future__ import annotations
 
 from typing import Optional
 
-from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QPen, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import QFrame, QGraphicsEllipseItem, QGraphicsScene, QGraphicsView
 
@@ -19,6 +23,7 @@ from desktop.session import EditingSession
 from desktop.tools.base import Tool
 
 MIN_ZOOM, MAX_ZOOM = 1 / 64, 64.0
+ADD_CHUNK = 20  # overlay items created per event-loop turn
 
 
 class CanvasView(QGraphicsView):
@@ -44,6 +49,13 @@ class CanvasView(QGraphicsView):
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.image_item: Optional[TiledImageItem] = None
         self.items_by_id: dict[int, InstanceItem] = {}
+        self._pending: dict[int, None] = {}  # instance ids waiting for their item, in order
+        self._prebuilt: dict[int, tuple] = {}  # instance id -> overlay_image(...) made by a worker
+        self._added_this_turn = 0
+        self._turn = QTimer(self)  # fires once the current event-loop turn is over
+        self._turn.setSingleShot(True)
+        self._turn.setInterval(0)
+        self._turn.timeout.connect(self._next_turn)
         self.opacity = 0.45
         self.brush_radius = 8.0
         self.tool: Optional[Tool] = None
@@ -70,6 +82,8 @@ class CanvasView(QGraphicsView):
         for item in self.items_by_id.values():
             self.scene().removeItem(item)
         self.items_by_id.clear()
+        self._pending.clear()
+        self._prebuilt.clear()
         if self.image_item is not None:
             self.scene().removeItem(self.image_item)
             self.image_item = None
@@ -81,7 +95,8 @@ class CanvasView(QGraphicsView):
         # room around the image so that any point can be zoomed about / centred
         self.setSceneRect(QRectF(-w, -h, 3 * w, 3 * h))
         for iid in self.session.instances:
-            self._on_instance_added(iid)
+            self._create_item(iid)
+        self._added_this_turn = 0  # opening an image is one deliberate turn; later adds start afresh
         self.fit()
 
     def _style_of(self, inst):
@@ -91,16 +106,53 @@ class CanvasView(QGraphicsView):
             rgb = (200, 200, 200)
         return rgb, self.opacity, inst.id in self.session.selection
 
+    @property
+    def pending_items(self) -> int:
+        """Instances whose overlay item is still to be created (a later turn)."""
+        return len(self._pending)
+
+    def preload_overlays(self, images: dict) -> None:
+        """{instance id: ``overlay_image(mask, proposal)``} built off the GUI thread, used
+        when those instances are added next (one whose mask changed meanwhile is redrawn)."""
+        self._prebuilt.update(images)
+
     def _on_instance_added(self, iid: int) -> None:
-        inst = self.session.instances[iid]
+        if self._pending or self._added_this_turn >= ADD_CHUNK:
+            self._pending[iid] = None
+        else:
+            self._create_item(iid)
+        self._turn.start()
+
+    def _next_turn(self) -> None:
+        self._added_this_turn = 0
+        while self._pending and self._added_this_turn < ADD_CHUNK:
+            iid = next(iter(self._pending))
+            del self._pending[iid]
+            self._create_item(iid)
+        if self._pending:
+            self._turn.start()
+        else:
+            self._prebuilt.clear()  # those of instances removed before their turn
+
+    def _create_item(self, iid: int) -> None:
+        inst = self.session.instances.get(iid)
+        prebuilt = self._prebuilt.pop(iid, None)
+        if inst is None:
+            return
+        old = self.items_by_id.pop(iid, None)
+        if old is not None:
+            self.scene().removeItem(old)
+        self._added_this_turn += 1
         rgb, op, sel = self._style_of(inst)
-        item = InstanceItem(inst, rgb, op)
+        item = InstanceItem(inst, rgb, op, prebuilt)
         item.set_style(rgb, op, sel)
         item.setVisible(self.session.is_visible(inst))
         self.scene().addItem(item)
         self.items_by_id[iid] = item
 
     def _on_instance_removed(self, iid: int) -> None:
+        self._pending.pop(iid, None)
+        self._prebuilt.pop(iid, None)
         item = self.items_by_id.pop(iid, None)
         if item is not None:
             self.scene().removeItem(item)
@@ -108,6 +160,7 @@ class CanvasView(QGraphicsView):
     def _on_instance_changed(self, iid: int, box) -> None:
         item = self.items_by_id.get(iid)
         if item is None:
+            self._prebuilt.pop(iid, None)  # still pending: its item is drawn afresh when its turn comes
             return
         inst = self.session.instances[iid]
         item.inst = inst

@@ -51,18 +51,29 @@ class DecisionCommand(QUndoCommand):
 
 
 class ProposalsCommand(QUndoCommand):
-    """Replace the current image's proposals by a new run's (undo brings the old ones back)."""
+    """Replace the current image's proposals by a new run's (undo brings the old ones back).
 
-    def __init__(self, session: EditingSession, new: Sequence[Instance], model: str, version: str, started: float):
+    ``stored``: the proposing worker already wrote ``new`` to the store (their ids are
+    set), so the first redo only removes the old ones; a redo after an undo stores them
+    again with the same ids.
+    """
+
+    def __init__(self, session: EditingSession, new: Sequence[Instance], model: str, version: str, started: float,
+                 *, stored: bool = False):
         super().__init__(f"propose ({len(new)} from {model}@{version})")
         self.session = session
-        self.old = [i for i in session.instances.values() if i.state is InstanceState.PROPOSED]
         self.new = list(new)
+        # an image reopened during the run may already show the worker's stored rows: not "old"
+        new_ids = {i.id for i in self.new if i.id is not None}
+        self.old = [i for i in session.instances.values()
+                    if i.state is InstanceState.PROPOSED and i.id not in new_ids]
         self.details = {"model": model, "version": version, "proposals": len(new), "started": started}
         self._done_once = False
+        self._stored = stored
 
     def redo(self) -> None:
-        self.session.replace_proposals([i.id for i in self.old], self.new)
+        self.session.replace_proposals([i.id for i in self.old], self.new, stored=self._stored)
+        self._stored = False
         if not self._done_once:
             d = dict(self.details)
             started = d.pop("started")

@@ -1,6 +1,7 @@
-"""Proposing off the GUI thread: this image (the result becomes one undoable
-``ProposalsCommand``) or a list of images / the whole project (written to the store by
-the worker through its own connection; the open image is reloaded at the end).
+"""Proposing off the GUI thread: this image (stored and drawn by the worker; the GUI
+thread swaps them in as one undoable ``ProposalsCommand`` and the canvas creates their
+items a few per event-loop turn) or a list of images / the whole project (written to
+the store by the worker through its own connection; the open image is reloaded at the end).
 
 Requests are snapshotted on the GUI thread (pixels, image id, model, parameters);
 results come back by signal and are dropped when a newer request was made.
@@ -18,8 +19,15 @@ from desktop.review.commands import ProposalsCommand
 from desktop.workers import JobRunner
 
 
-def _image_job(engine_host, rgb, model, params, key):
+def _image_job(engine_host, rgb, model, params, key, root: str, image_id: int):
+    """Propose, store the proposals through the worker's own connection (one transaction)
+    and draw their overlay images, so the GUI thread only swaps them in. Returns
+    (instances with their stored ids, model name, version, {id: overlay_image(...)})."""
     def run(progress=None, cancel=None):
+        from annotation.store import ProjectStore
+        from desktop.canvas.overlay import overlay_image
+        from inference.tiling import Cancelled
+
         eng = engine_host.engine()
         props = eng.propose(rgb, model, None, params, cancel=cancel, progress=progress, image_key=key)
         if props:
@@ -27,7 +35,17 @@ def _image_job(engine_host, rgb, model, params, key):
         else:
             info = eng.pipeline(model).info
             name, ver = info.name, info.version
-        return props, name, ver
+        new = [Instance(image_id, p.class_name, p.mask, InstanceState.PROPOSED, model_origin(p.model, p.version),
+                        float(p.score)) for p in props]
+        if cancel is not None and cancel.is_set():  # stale or cancelled: store nothing
+            raise Cancelled("cancelled")
+        store = ProjectStore.open(root, scan=False)  # one connection per thread
+        try:
+            store.add_instances(new)
+        finally:
+            store.close()
+        overlays = {i.id: overlay_image(i.mask, True) for i in new}
+        return new, name, ver, overlays
     return run
 
 
@@ -69,6 +87,7 @@ class Proposer(QObject):
         self.host = engine_host
         self.runner = JobRunner(self, sync=sync)
         self.runner.result.connect(self._result)
+        self.runner.dropped.connect(self._dropped)
         self.runner.error.connect(self._error)
         self.runner.progress.connect(lambda _rid, d, t: self.progress.emit(d, t))
         self.runner.finished.connect(self._finished)
@@ -98,7 +117,8 @@ class Proposer(QObject):
             self.failed.emit("Open an image first (it is still loading?)")
             return None
         snap = (s.image.id, time.time())
-        rid = self.runner.submit(_image_job(self.host, rgb, self.model, dict(self.params), s.image.sha1),
+        rid = self.runner.submit(_image_job(self.host, rgb, self.model, dict(self.params), s.image.sha1,
+                                            str(self.win.store.root), s.image.id),
                                  with_progress=True, with_cancel=True)
         self._kind[rid] = ("image", *snap)
         self.busy_changed.emit(True, f"Proposing {s.image.path}…")
@@ -122,17 +142,15 @@ class Proposer(QObject):
         kind, image_id, started = self._kind.get(rid, (None, None, 0.0))
         s = self.win.session
         if kind == "image":
-            props, name, ver = value
-            new = [Instance(image_id, p.class_name, p.mask, InstanceState.PROPOSED, model_origin(p.model, p.version),
-                            float(p.score)) for p in props]
+            new, name, ver, overlays = value  # already in the store
             self.last_origin = model_origin(name, ver)
             if s.image is not None and s.image.id == image_id:
-                self.win.undo_stack.push(ProposalsCommand(s, new, name, ver, started))
+                self.win.canvas.preload_overlays(overlays)
+                self.win.undo_stack.push(ProposalsCommand(s, new, name, ver, started, stored=True))
                 self.proposals_applied.emit(name, ver, len(new))
-            else:  # the user moved on: store them for that image
+            else:  # the user moved on: they replace that image's proposals
                 with s.store.transaction():
-                    s.store.delete_instances(image_id, [InstanceState.PROPOSED])
-                    s.store.add_instances(new)
+                    s.store.delete_instances(image_id, [InstanceState.PROPOSED], keep=[i.id for i in new])
                     s.store.log("propose", image_id=image_id, started=started, model=name, version=ver,
                                 proposals=len(new))
             self.done.emit(f"{len(new)} proposals from {name}@{ver}")
@@ -153,6 +171,12 @@ class Proposer(QObject):
             if any(x.cancelled for x in summaries):
                 text += "; cancelled"
             self.done.emit(text)
+
+    def _dropped(self, rid: int, value) -> None:
+        """A stale run of this image stored proposals nobody will see: take them out again."""
+        kind = self._kind.get(rid, (None,))[0]
+        if kind == "image" and self.win.store is not None:
+            self.win.store.delete_instance_ids([i.id for i in value[0]])
 
     def _error(self, rid: int, msg: str) -> None:
         if "Cancelled" in msg:

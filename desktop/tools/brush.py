@@ -1,7 +1,12 @@
 """Brush (B) and eraser (E) on the selected instance; the smart brush (Shift+B) adds
 when the stroke starts inside the selected mask and cuts when it starts outside
 (LabelMeLite). Radius on Ctrl+wheel and [ ]. Strokes are interpolated between mouse
-positions (``Mask.paint_stroke``) and are one undo step, holding the stroke's box."""
+positions (``Mask.paint_stroke``) and are one undo step, holding the stroke's box.
+
+With nothing selected the brush starts a new instance of the current class (as CVAT's
+and X-AnyLabeling's brushes do): the stroke paints a draft shown by its own overlay
+item, and the release adds it as one ``AddInstanceCommand`` (logged as ``brush`` with
+``from_scratch``), so undo removes the instance. The eraser needs a selection."""
 from __future__ import annotations
 
 import time
@@ -9,7 +14,10 @@ import time
 import numpy as np
 from PySide6.QtCore import QPointF, Qt
 
-from desktop.commands import MaskEditCommand
+from annotation.document import Instance
+from annotation.mask import Mask
+from desktop.canvas.overlay import InstanceItem
+from desktop.commands import AddInstanceCommand, MaskEditCommand
 from desktop.geometry.hit import contains
 from desktop.tools.base import Tool
 
@@ -39,6 +47,7 @@ class BrushTool(Tool):
         self._last = None
         self._box = None
         self._started = 0.0
+        self._draft_item = None  # overlay of a new instance being painted (not in the session yet)
 
     @property
     def radius(self) -> float:
@@ -61,18 +70,43 @@ class BrushTool(Tool):
             return False
         inst = self.session.selected
         if inst is None:
-            self.canvas.message("Select an instance to paint on (V, then click), or draw one with the polygon (W)")
-            return True
+            if self.mode == "erase":
+                self.canvas.message("Select an instance to erase from (V, then click)")
+                return True
+            if self.mode == "auto":
+                self.canvas.message("Select an instance to paint on (V, then click), or paint a new one with B")
+                return True
+            return self._start_new(pos)
         if self.mode == "auto":
             self._value = contains(inst, pos.x(), pos.y())
         else:
             self._value = self.mode == "add"
+        self._begin(inst, pos)
+        return True
+
+    def _begin(self, inst, pos: QPointF) -> None:
         self._inst = inst
         self._snapshot = inst.mask.copy()
         self._started = time.time()
         self._box = None
         self._last = (pos.x(), pos.y())
         self._dab([self._last])
+
+    def _start_new(self, pos: QPointF) -> bool:
+        """A stroke with nothing selected: paint a draft instance of the current class."""
+        s = self.session
+        if s.image is None:
+            return True
+        draft = Instance(s.image.id, s.current_class, Mask.empty(s.image_size))
+        try:
+            rgb = s.palette.color_of(draft.class_name)
+        except KeyError:
+            rgb = (200, 200, 200)
+        self._draft_item = InstanceItem(draft, rgb, self.canvas.opacity)
+        self._draft_item.setZValue(3)
+        self.canvas.scene().addItem(self._draft_item)
+        self._value = True
+        self._begin(draft, pos)
         return True
 
     def _dab(self, points) -> None:
@@ -86,7 +120,10 @@ class BrushTool(Tool):
             if clipped is not after:
                 inst.mask.write_box(box, clipped)
         self._box = union_box(self._box, box)
-        self.canvas.instance_pixels_changed(inst.id, box)
+        if self._draft_item is not None:
+            self._draft_item.update_box(box)
+        else:
+            self.canvas.instance_pixels_changed(inst.id, box)
 
     def move(self, pos: QPointF, mods) -> None:
         self.canvas.move_brush_cursor(pos)
@@ -102,6 +139,11 @@ class BrushTool(Tool):
             return
         inst, snap, box = self._inst, self._snapshot, self._box
         self._inst = self._snapshot = None
+        if self._draft_item is not None:
+            self._drop_draft()
+            if box is not None:
+                self._add_new(inst)
+            return
         if box is None:
             return
         before = snap.read_box(box)
@@ -112,8 +154,24 @@ class BrushTool(Tool):
         self.canvas.push(MaskEditCommand(self.session, inst.id, box, before, after, action, started=self._started,
                                          radius=self.radius, mode=self.mode))
 
+    def _add_new(self, draft) -> None:
+        mask = draft.mask.cropped()
+        if mask.is_empty():
+            self.canvas.message("The stroke lies entirely on masks of other classes (overlap policy)")
+            return
+        inst = Instance(draft.image_id, draft.class_name, mask)
+        self.canvas.push(AddInstanceCommand(self.session, inst, "brush", started=self._started,
+                                            radius=self.radius, mode=self.mode, from_scratch=True))
+
+    def _drop_draft(self) -> None:
+        if self._draft_item is not None:
+            self.canvas.scene().removeItem(self._draft_item)
+            self._draft_item = None
+
     def cancel(self) -> None:
-        if self._inst is not None and self._box is not None:
+        if self._draft_item is not None:
+            self._drop_draft()  # the new instance was never added: nothing to put back
+        elif self._inst is not None and self._box is not None:
             # put the stroke in progress back
             self._inst.mask.write_box(self._box, self._snapshot.read_box(self._box))
             self.canvas.instance_pixels_changed(self._inst.id, self._box)

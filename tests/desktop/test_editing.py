@@ -186,3 +186,59 @@ def test_double_click_selects_and_centres(qtbot, window):
     assert window.session.selection == list(window.session.instances)
     centre = c.mapToScene(c.viewport().rect().center())
     assert abs(centre.x() - 600) < 2 and abs(centre.y() - 500) < 2
+
+
+def test_brush_with_nothing_selected_paints_a_new_instance(qtbot, window, project):
+    from annotation.mask import Mask
+
+    c = window.canvas
+    s = window.session
+    assert s.selection == [] and s.instances == {}
+    s.set_current_class(s.palette.names[1])
+    cls = s.current_class
+    # the eraser has nothing to erase from: it says so and changes nothing
+    window.actions_by_name["tool.eraser"].trigger()
+    drag(qtbot, c, densify([(300, 300), (360, 300)]))
+    assert s.instances == {}
+    assert "select an instance to erase from" in window.statusBar().currentMessage().lower()
+    c.set_brush_radius(7)
+    window.actions_by_name["tool.brush"].trigger()
+    pts = densify([(300, 300), (380, 300), (380, 360)], step=9)
+    drag(qtbot, c, pts)
+    expected = Mask.empty(s.image_size)
+    expected.paint_stroke([scene_point(c, x, y) for x, y in pts], 7)
+    stored = fresh_instances(project, s.image.path)
+    assert len(stored) == 1
+    assert stored[0].class_name == cls and stored[0].origin == "manual"
+    assert stored[0].mask.area == expected.area and stored[0].mask == expected
+    (iid,) = s.instances
+    assert s.selection == [iid]  # the new instance is selected: the next stroke adds to it
+    (log,) = window.store.interactions(actions=["brush"])
+    assert log.instance_id == iid and log.class_name == cls and log.details["from_scratch"]
+    assert log.details["area_change"] == expected.area and log.ended >= log.started
+    assert len(window.store.interactions(actions=["erase"])) == 0
+    window.undo_stack.undo()
+    assert s.instances == {}
+    assert fresh_instances(project, s.image.path) == []
+    window.undo_stack.redo()
+    (again,) = fresh_instances(project, s.image.path)
+    assert again.id == iid and again.class_name == cls and again.mask == expected
+
+
+def test_canvas_creates_many_new_items_over_several_turns(qtbot, window):
+    from annotation.document import Instance, InstanceState
+    from annotation.mask import Mask
+    from desktop.canvas.view import ADD_CHUNK
+
+    s, c = window.session, window.canvas
+    new = []
+    for k in range(2 * ADD_CHUNK + 5):
+        m = Mask.empty(s.image_size)
+        m.paint_stroke([(20 + 25 * (k % 40), 20 + 25 * (k // 40))], 8)
+        new.append(Instance(s.image.id, s.current_class, m, InstanceState.PROPOSED, "m@1", 0.5))
+    s.replace_proposals([], new)  # one turn adds them all to the session
+    assert len(c.items_by_id) == ADD_CHUNK and c.pending_items == len(new) - ADD_CHUNK
+    late = new[-1].id
+    s.remove_instance(late)  # gone before its turn: never drawn
+    qtbot.waitUntil(lambda: c.pending_items == 0, timeout=5000)
+    assert set(c.items_by_id) == set(s.instances) and late not in c.items_by_id

@@ -149,3 +149,43 @@ def test_cam_controls_debounce(qtbot):
 
 if __name__ == "__main__":
     pytest.main([__file__, "-q"])
+
+
+def test_propose_undo_redo_keeps_ids_and_stale_runs_leave_nothing(qtbot, awindow):
+    """The worker stores the proposals; the canvas gets their items over a few turns;
+    undo/redo swap whole runs with the same ids; a stale run's rows are taken out again."""
+    win = awindow
+
+    def stored_ids():
+        return sorted(i.id for i in fresh_instances(win.store.root) if i.state is InstanceState.PROPOSED)
+
+    def shown_ids():
+        return sorted(i.id for i in win.session.proposals())
+
+    def all_items_drawn():
+        qtbot.waitUntil(lambda: win.canvas.pending_items == 0, timeout=5000)
+        assert set(win.canvas.items_by_id) == set(win.session.instances)
+
+    ids1 = sorted(i.id for i in propose_here(qtbot, win))
+    assert ids1 and stored_ids() == ids1
+    all_items_drawn()
+    ids2 = sorted(i.id for i in propose_here(qtbot, win))
+    assert ids2 and not set(ids1) & set(ids2)
+    assert stored_ids() == ids2 == shown_ids()
+    all_items_drawn()
+    win.undo_stack.undo()
+    assert stored_ids() == ids1 == shown_ids()
+    all_items_drawn()
+    win.undo_stack.redo()
+    assert stored_ids() == ids2 == shown_ids()
+    all_items_drawn()
+    # a result made stale by a newer request is not applied, and what its worker stored goes
+    dropped = []
+    win.assist.proposer.runner.dropped.connect(lambda rid, value: dropped.append(value))
+    n_logged = len(win.store.interactions(actions=["propose"]))
+    win.actions_by_name["action.propose_image"].trigger()
+    win.assist.proposer.runner.current = 0  # as if a newer request had been made meanwhile
+    qtbot.waitUntil(lambda: not win.assist.proposer.busy, timeout=30000)
+    assert len(dropped) == 1 and all(i.id is not None for i in dropped[0][0])
+    assert stored_ids() == ids2 == shown_ids()
+    assert len(win.store.interactions(actions=["propose"])) == n_logged
