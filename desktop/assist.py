@@ -84,6 +84,7 @@ class Assist(QObject):
 
         add("review.accept", "&Accept proposal", "A", lambda: r.accept())
         add("review.reject", "&Reject proposal", "R", lambda: r.reject())
+        add("review.reject_rest", "Reject the &rest of this image", "Shift+R", r.reject_rest)
         add("review.next", "&Next proposal", ["N", "Tab"], r.next)
         add("action.propose_image", "Propose this &image", "Ctrl+P", self.proposer.propose_image)
         add("action.propose_project", "Propose the whole &project", "Ctrl+Shift+P", self.proposer.propose_images)
@@ -118,7 +119,7 @@ class Assist(QObject):
                 ("Training", self.training_panel, Qt.DockWidgetArea.LeftDockWidgetArea)]
 
     menus = {
-        "&Review": ["review.accept", "review.reject", "review.next", None, "action.propose_image",
+        "&Review": ["review.accept", "review.reject", "review.reject_rest", "review.next", None, "action.propose_image",
                     "action.propose_project", "action.cancel_job"],
         "T&raining": ["action.train"],
     }

@@ -66,18 +66,26 @@ class SubprocessTrainer:
 
     The labelled examples are written into a Specula project (``project_dir``, outside
     the repository; images are linked, not copied) as accepted instances; then
-    ``command`` runs, a template with ``{python}``, ``{project}`` and ``{model}``
-    (default: ``{python} -m specula train {project} --model {model}``). The new
-    version is used through ``EngineSource``.
+    ``command`` runs, a template with ``{python}``, ``{project}``, ``{model}``,
+    ``{registry}`` and ``{epochs}`` (default: ``specula train {project} --task semantic
+    --name {model} --registry {registry} --epochs {epochs} --json``). It publishes into
+    a registry of the benchmark's own (``project_dir/registry``), so a benchmark never
+    changes the user's active model; the new version is used through ``EngineSource``.
     """
 
-    DEFAULT_COMMAND = "{python} -m specula train {project} --model {model}"
+    DEFAULT_COMMAND = (
+        "{python} -m specula train {project} --task semantic --name {model} --registry {registry} "
+        "--epochs {epochs} --json"
+    )
 
-    def __init__(self, model: str, project_dir: Path, command: Optional[str] = None, min_score: float = 0.5):
+    def __init__(self, model: str, project_dir: Path, command: Optional[str] = None, min_score: float = 0.5,
+                 epochs: int = 8):
         self.model = model
         self.project_dir = Path(project_dir)
+        self.registry_dir = self.project_dir / "registry"
         self.command = command or self.DEFAULT_COMMAND
         self.min_score = min_score
+        self.epochs = epochs
 
     def _write_project(self, examples: Sequence[LabelledExample]) -> None:
         from annotation.document import Instance, InstanceState
@@ -107,16 +115,19 @@ class SubprocessTrainer:
         if self.command == self.DEFAULT_COMMAND:
             from specula.subprocess_cmd import own_command  # the bundle relaunches itself
 
-            argv = own_command("train", str(self.project_dir), "--model", self.model)
+            argv = own_command("train", str(self.project_dir), "--task", "semantic", "--name", self.model,
+                               "--registry", str(self.registry_dir), "--epochs", str(self.epochs), "--json")
         else:
             argv = shlex.split(self.command.format(python=shlex.quote(sys.executable),
                                                    project=shlex.quote(str(self.project_dir)),
-                                                   model=shlex.quote(self.model)))
+                                                   model=shlex.quote(self.model),
+                                                   registry=shlex.quote(str(self.registry_dir)),
+                                                   epochs=self.epochs))
         proc = subprocess.run(argv, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise EffortError(f"training failed in round {round_index} (exit {proc.returncode}): {tail[0]}")
         try:
-            return EngineSource(self.model, self.min_score)
+            return EngineSource(self.model, self.min_score, registry_dir=self.registry_dir)
         except ProposalError as exc:
             raise EffortError(str(exc)) from None

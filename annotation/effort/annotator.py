@@ -347,6 +347,7 @@ class SimulatedAnnotator:
         if manual is None:
             manual = self.label_manual(truths)
         extra: list[Action] = []
+        false_count = 0
         assigned: dict[int, list[ProposalMask]] = {}
         for prop in proposals:
             if prop.mask.is_empty():
@@ -356,7 +357,7 @@ class SimulatedAnnotator:
             best = int(np.argmax(inter)) if truths else -1
             inside = inter[best] / max(1, prop.mask.area) if truths else 0.0
             if not truths or (max(ious) < p.reject_iou and inside < p.inside_fraction):
-                extra += [Action("decide", c.decide), Action("reject", c.reject)]
+                false_count += 1
                 continue
             assigned.setdefault(best, []).append(prop)
         out: list[Labelled] = []
@@ -394,4 +395,11 @@ class SimulatedAnnotator:
                 out.append(redrawn)
             else:
                 out.append(corrected)
+        # false proposals: one by one when there are few; when there are several, the
+        # expert deals with the true ones and clears the rest with one key (the review
+        # panel's "Reject the rest", Shift+R): one look at what is left, one key press
+        if false_count == 1:
+            extra += [Action("decide", c.decide), Action("reject", c.reject)]
+        elif false_count > 1:
+            extra += [Action("decide", c.decide), Action("reject_rest", c.reject)]
         return ImageLabelling(out, extra)

@@ -127,6 +127,17 @@ class ReviewController(QObject):
         self._decide([(i, "reject", self.started(i), {}) for i in ids], InstanceState.REJECTED, advance)
         return len(ids)
 
+    def reject_rest(self) -> int:
+        """Reject every proposal still waiting on the current image (one undoable step)."""
+        ids = [i.id for i in self.queue()]
+        if not ids:
+            self.canvas.message("No proposal left to reject")
+            return 0
+        self._decide([(i, "reject", self.started(i), {"bulk": True}) for i in ids], InstanceState.REJECTED,
+                     advance=False)
+        self.canvas.message(f"Rejected the {len(ids)} remaining proposals")
+        return len(ids)
+
     def accept_above(self, threshold: float) -> int:
         """Accept every proposal of the current image scoring at least ``threshold``."""
         ids = [i.id for i in self.queue() if (i.score or 0.0) >= threshold]

@@ -109,6 +109,25 @@ def test_accept_all_above_score(qtbot, awindow):
     qtbot.waitUntil(lambda: panel.list.count() == len(props) - len(high), timeout=2000)
 
 
+def test_reject_the_rest_clears_an_image_in_one_undoable_step(qtbot, awindow):
+    win = awindow
+    props = propose_here(qtbot, win)
+    qtbot.keyClick(win.canvas.viewport(), Qt.Key.Key_A)  # the best one is kept
+    kept = [p.id for p in props if win.session.instances[p.id].state is InstanceState.ACCEPTED]
+    assert len(kept) == 1
+    panel = win.assist.review_panel
+    qtbot.mouseClick(panel.reject_rest, Qt.MouseButton.LeftButton)
+    rest = [p.id for p in props if p.id not in kept]
+    # rejected proposals leave the canvas (they stay in the store as training negatives)
+    assert not any(i in win.session.instances for i in rest)
+    stored = {i.id: i.state for i in fresh_instances(win.store.root)}
+    assert all(stored[i] is InstanceState.REJECTED for i in rest) and stored[kept[0]] is InstanceState.ACCEPTED
+    rows = win.store.interactions(actions=["reject"])
+    assert {r.instance_id for r in rows} == set(rest) and all(r.details.get("bulk") for r in rows)
+    win.actions_by_name["edit.undo"].trigger()  # one step brings them all back
+    assert all(win.session.instances[i].state is InstanceState.PROPOSED for i in rest)
+
+
 def test_propose_project_in_worker(qtbot, awindow):
     win = awindow
     qtbot.waitUntil(lambda: win.current_rgb is not None, timeout=20000)
