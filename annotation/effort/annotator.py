@@ -369,37 +369,53 @@ class SimulatedAnnotator:
                                     dict(drawn.corrections)))
                 continue
             props = sorted(props, key=lambda q: -q.mask.intersection_area(truth))
-            acts = [Action("decide", c.decide) for _ in props]
-            start = props[0].mask
-            for other in props[1:]:
-                start = start.union(other.mask)
-                acts.append(Action("merge", c.merge))
-            if props[0].class_name != cls:
-                acts.append(Action("set_class", c.set_class))
-            start_iou = start.iou(truth)
-            if start_iou >= p.target_iou:
-                acts.append(Action("accept", c.accept))
-                out.append(Labelled(i, cls, start.cropped(), start_iou, sum(a.seconds for a in acts), "accepted", acts))
-                continue
-            fixed, fixes, tally = self.correct_counted(start, truth)
-            acts = acts + fixes + [Action("accept", c.accept)]
-            fixed_iou = fixed.iou(truth)
-            corrected = Labelled(i, cls, fixed, fixed_iou, sum(a.seconds for a in acts), "corrected", acts, tally)
+            # a truth covered by several fragments: merge them all, or start from the
+            # largest and leave the fragments to "reject the rest"; the cheaper wins
+            candidates = [self._from_proposals(i, cls, truth, props, merge=True)]
+            if len(props) > 1:
+                candidates.append(self._from_proposals(i, cls, truth, props, merge=False))
             drawn = manual.instances[i]
-            redraw_acts = [Action("decide", c.decide) for _ in props] + [Action("reject", c.reject) for _ in props]
-            redraw_acts += drawn.actions
-            redrawn = Labelled(i, cls, drawn.mask, drawn.iou, sum(a.seconds for a in redraw_acts), "redrawn",
-                               redraw_acts, dict(drawn.corrections))
-            ok_c, ok_r = corrected.iou >= p.target_iou, redrawn.iou >= p.target_iou
-            if (ok_r and not ok_c) or (ok_r == ok_c and redrawn.seconds < corrected.seconds):
-                out.append(redrawn)
-            else:
-                out.append(corrected)
-        # false proposals: one by one when there are few; when there are several, the
-        # expert deals with the true ones and clears the rest with one key (the review
-        # panel's "Reject the rest", Shift+R): one look at what is left, one key press
-        if false_count == 1:
-            extra += [Action("decide", c.decide), Action("reject", c.reject)]
-        elif false_count > 1:
-            extra += [Action("decide", c.decide), Action("reject_rest", c.reject)]
-        return ImageLabelling(out, extra)
+            redraw_acts = [Action("decide", c.decide), Action("reject", c.reject)] + list(drawn.actions)
+            candidates.append((Labelled(i, cls, drawn.mask, drawn.iou, sum(a.seconds for a in redraw_acts), "redrawn",
+                                        redraw_acts, dict(drawn.corrections)), len(props) - 1))
+            best, left_over = min(candidates, key=lambda lc: (lc[0].iou < p.target_iou, lc[0].seconds))
+            false_count += left_over
+            out.append(best)
+        return ImageLabelling(out, extra + self._clear_false(false_count))
+
+    def _from_proposals(
+        self, i: int, cls: str, truth: Mask, props: Sequence[ProposalMask], merge: bool
+    ) -> tuple[Labelled, int]:
+        """Accept or correct a truth's proposals; returns the result and how many were left over."""
+        c, p = self.costs, self.params
+        used = list(props) if merge else list(props[:1])
+        acts = [Action("decide", c.decide) for _ in used]
+        start = used[0].mask
+        for other in used[1:]:
+            start = start.union(other.mask)
+            acts.append(Action("merge", c.merge))
+        if used[0].class_name != cls:
+            acts.append(Action("set_class", c.set_class))
+        start_iou = start.iou(truth)
+        if start_iou >= p.target_iou:
+            acts.append(Action("accept", c.accept))
+            done = Labelled(i, cls, start.cropped(), start_iou, sum(a.seconds for a in acts), "accepted", acts)
+            return done, len(props) - len(used)
+        fixed, fixes, tally = self.correct_counted(start, truth)
+        acts = acts + fixes + [Action("accept", c.accept)]
+        done = Labelled(i, cls, fixed, fixed.iou(truth), sum(a.seconds for a in acts), "corrected", acts, tally)
+        return done, len(props) - len(used)
+
+    def _clear_false(self, count: int) -> list[Action]:
+        """Actions for ``count`` false proposals on an image.
+
+        One by one when there is one; when there are several, the expert deals with the
+        true ones and clears the rest with one key (the review panel's "Reject the rest",
+        Shift+R): one look at what is left, one key press.
+        """
+        c = self.costs
+        if count == 1:
+            return [Action("decide", c.decide), Action("reject", c.reject)]
+        if count > 1:
+            return [Action("decide", c.decide), Action("reject_rest", c.reject)]
+        return []

@@ -23,11 +23,13 @@ class SemanticPipeline(Pipeline):
     The manifest's ``output_activation`` turns the output into probabilities. Images larger
     than the manifest's tile are processed in overlapping tiles (``inference.tiling``).
 
-    Parameters: ``threshold`` (probability, default 0.5), ``min_area`` (pixels, default 1).
+    Parameters: ``threshold`` (probability, default 0.5), ``min_area`` (pixels, default 64:
+    specks smaller than an 8 x 8 patch are noise an expert would only have to reject;
+    a manifest's ``defaults`` or the caller's params can lower it).
     """
 
     task = "semantic"
-    defaults = {"threshold": 0.5, "min_area": 1}
+    defaults = {"threshold": 0.5, "min_area": 64}
 
     def __init__(self, info: ModelInfo, runtimes: Runtimes):
         super().__init__(info, runtimes)
