@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image
 
-from annotation.document import ImageStatus, InstanceState
+from annotation.document import InstanceState
 
 
 def difference_hash(path: str, size: int = 8) -> Optional[int]:

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -24,7 +24,12 @@ import cv2
 import numpy as np
 
 from training.common import (
-    DistInfo, Reporter, Timer, TrainOptions, apply_init, make_loader, pick_device, seed_everything, setup_distributed,
+    Reporter,
+    Timer,
+    TrainOptions,
+    apply_init,
+    make_loader,
+    start_run,
     wrap_ddp,
 )
 from training.datasets import Click, ImageLabels, ProjectData, _interior_point, load_project, read_rgb, split_by_image
@@ -220,12 +225,7 @@ def train_cam(opts: TrainOptions, reporter: Optional[Reporter] = None, data: Opt
 
     from training.models import CamNet
 
-    reporter = reporter or Reporter(opts.json)
-    dist_info: DistInfo = setup_distributed("cuda" if opts.device != "cpu" and torch.cuda.is_available() else "cpu")
-    device = pick_device(opts.device, dist_info.local_rank)
-    if opts.num_threads:
-        torch.set_num_threads(opts.num_threads)
-    seed_everything(opts.seed)
+    reporter, dist_info, device = start_run(opts, reporter)
     data = data or load_project(opts.project)
     classes = [c for c in data.classes if any(
         (cl.positive and cl.class_name == c) for im in data.images for cl in im.clicks

@@ -242,3 +242,19 @@ def make_loader(dataset, batch_size: int, shuffle: bool, dist_info: DistInfo, se
         dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
         num_workers=0, drop_last=drop_last, generator=g,
     )
+
+
+def start_run(opts: "TrainOptions", reporter: Optional["Reporter"] = None) -> tuple["Reporter", "DistInfo", Any]:
+    """What every trainer does first: the reporter, the process group, the device, threads, seeds.
+
+    Returns ``(reporter, dist_info, device)``.
+    """
+    import torch
+
+    reporter = reporter or Reporter(opts.json)
+    dist_info = setup_distributed("cuda" if opts.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = pick_device(opts.device, dist_info.local_rank)
+    if opts.num_threads:
+        torch.set_num_threads(opts.num_threads)
+    seed_everything(opts.seed)
+    return reporter, dist_info, device

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF
-from PySide6.QtGui import QColor, QImage, QPainter, qRgba
+from PySide6.QtGui import QImage, QPainter, qRgba
 from PySide6.QtWidgets import QGraphicsItem
 
 from annotation.document import Instance
