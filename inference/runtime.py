@@ -54,7 +54,10 @@ def _cuda_failure_reason() -> str:
     try:
         ctypes.CDLL(str(lib))
     except OSError as exc:
-        return f"the CUDA provider could not load: {exc} (install the CUDA and cuDNN runtime it needs)"
+        # a frozen bundle's ctypes wraps the loader's message in a generic one; the
+        # loader's own (naming the missing library) is the cause
+        real = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        return f"the CUDA provider could not load: {real} (install the CUDA and cuDNN runtime it needs)"
     return "no usable CUDA GPU was found (driver missing, or the GPU is not supported)"
 
 
