@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -97,12 +97,25 @@ def activate(raw: np.ndarray, activation: str, axis: int = 0) -> np.ndarray:
     return raw
 
 
-def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``(C, h, w)`` float maps -> ``(C, H, W)`` bilinear, ``size`` = ``(H, W)``."""
+def resize_maps(
+    maps: np.ndarray, size: tuple[int, int], *, skip_at_or_below: Optional[float] = None, skip: Sequence[int] = ()
+) -> np.ndarray:
+    """``(C, h, w)`` float maps -> ``(C, H, W)`` bilinear, ``size`` = ``(H, W)``.
+
+    Channels in ``skip``, and channels whose maximum is at most ``skip_at_or_below``, come
+    back as zeros without being resized: bilinear values never exceed the input's
+    maximum, so such a channel cannot pass a ``> threshold`` test at full size either.
+    """
     c, h, w = maps.shape
     if (h, w) == tuple(size):
         return maps
-    return np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in maps])
+    out = np.zeros((c, size[0], size[1]), np.float32)
+    for i in range(c):
+        m = maps[i]
+        if i in skip or (skip_at_or_below is not None and float(m.max()) <= skip_at_or_below):
+            continue
+        cv2.resize(m, (size[1], size[0]), dst=out[i], interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def check_image(rgb: np.ndarray) -> np.ndarray:
@@ -142,9 +155,9 @@ def maps_to_proposals(
             continue
         if close_radius > 0:
             mask = mask.close(int(close_radius))
-        if min_area > 1:
-            mask = mask.remove_small(int(min_area))
-        for comp in mask.components():
+        # one labelling pass: components, then the small ones dropped (remove_small
+        # first would label the whole map twice)
+        for comp in (c for c in mask.components() if c.area >= min_area):
             if scores is not None:
                 score = float(scores[name])
             else:

@@ -1,6 +1,7 @@
 """Semantic segmentation: per-class probability maps -> threshold -> connected components."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Optional
 
 import cv2
@@ -76,32 +77,48 @@ class SemanticPipeline(Pipeline):
             y = y[0]
         return y.float().cpu().numpy()
 
-    def probabilities(self, rgb: np.ndarray) -> np.ndarray:
-        """``(H, W, 3)`` uint8 RGB (one tile or a whole image) -> ``(C, H, W)`` float32 in [0, 1]."""
+    def probabilities(self, rgb: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB (one tile or a whole image) -> ``(C, H, W)`` float32 in [0, 1].
+
+        With ``threshold`` (proposing), channels that cannot exceed it anywhere, and the
+        background channel, are returned as zeros without being resized to full size.
+        """
         h, w = rgb.shape[:2]
         src = rgb
         if self._fixed is not None and (h, w) != tuple(self._fixed):
             src = cv2.resize(rgb, (self._fixed[1], self._fixed[0]), interpolation=cv2.INTER_LINEAR)
         raw = self._raw(normalize(src, self.manifest))[0]
         probs = activate(raw, self.manifest.output_activation, axis=0)
-        return resize_maps(probs, (h, w))
+        if threshold is None:
+            return resize_maps(probs, (h, w))
+        bg = self.manifest.background_class
+        skip = [i for i, name in enumerate(self.manifest.classes) if name == bg]
+        return resize_maps(probs, (h, w), skip_at_or_below=threshold, skip=skip)
 
-    def probability_maps(self, rgb: np.ndarray, cancel: object = None, progress: Progress = None) -> np.ndarray:
-        """Whole-image ``(C, H, W)`` float32 probabilities, tiled when the image exceeds the tile."""
+    def probability_maps(
+        self, rgb: np.ndarray, cancel: object = None, progress: Progress = None, threshold: Optional[float] = None
+    ) -> np.ndarray:
+        """Whole-image ``(C, H, W)`` float32 probabilities, tiled when the image exceeds the tile.
+
+        ``threshold``: only what proposing at that threshold needs (see ``probabilities``).
+        """
         rgb = check_image(rgb)
         tile = self.manifest.tile
         if tile is None or max(rgb.shape[:2]) <= tile:
-            maps = self.probabilities(rgb)
+            maps = self.probabilities(rgb, threshold)
             if progress:
                 progress(1, 1)
             return maps
-        return tiled_apply(rgb, self.probabilities, tile, self.manifest.overlap, cancel=cancel, progress=progress)
+        # tiles are blended: a channel below the threshold in one tile still weighs in
+        # the overlap with its neighbour, so tiles skip only the background channel
+        fn = self.probabilities if threshold is None else functools.partial(self.probabilities, threshold=-np.inf)
+        return tiled_apply(rgb, fn, tile, self.manifest.overlap, cancel=cancel, progress=progress)
 
     def propose(
         self, rgb: np.ndarray, params: Optional[Mapping[str, Any]] = None, cancel: object = None, progress: Progress = None
     ) -> list[Proposal]:
         p = self.params(params)
-        maps = self.probability_maps(rgb, cancel, progress)
+        maps = self.probability_maps(rgb, cancel, progress, threshold=float(p["threshold"]))
         return maps_to_proposals(
             maps, self.manifest.classes, self.info, threshold=float(p["threshold"]),
             background=self.manifest.background_class, min_area=int(p["min_area"]),
