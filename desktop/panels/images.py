@@ -30,7 +30,7 @@ class ImagesPanel(QListWidget):
             c = counts.get(rec.id, {})
             n = sum(v for k, v in c.items() if k != "rejected")
             props = c.get("proposed", 0)
-            text = f"{STATUS_MARK[rec.status]} {PurePosixPath(rec.path).name} — {STATUS_TEXT[rec.status]}, {n} instances"
+            text = f"{STATUS_MARK[rec.status]} {PurePosixPath(rec.path).name} — {STATUS_TEXT[rec.status]}, {n} instance{'' if n == 1 else 's'}"
             if props:
                 text += f" ({props} proposed)"
             if rec.error:

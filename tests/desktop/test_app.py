@@ -69,7 +69,7 @@ def test_images_panel_shows_status_and_counts(qtbot, window):
     m = rasterize_polygon([(10, 10), (50, 10), (50, 50)], s.image_size)
     window.canvas.push(AddInstanceCommand(s, Instance(s.image.id, "mirror", m), "draw_polygon"))
     texts = [window.images_panel.item(i).text() for i in range(window.images_panel.count())]
-    assert any("in progress, 1 instances" in t for t in texts)
+    assert any("in progress, 1 instance" in t for t in texts)
     window.actions_by_name["image.done"].trigger()
     texts = [window.images_panel.item(i).text() for i in range(window.images_panel.count())]
     assert any("done" in t for t in texts)
