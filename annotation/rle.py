@@ -110,3 +110,18 @@ def polygon_rle(polygons: list[list[float]], height: int, width: int) -> dict:
     polys = [p + p[:2] if len(p) == 4 else p for p in polygons if len(p) >= 4]
     rles = coco_mask.frPyObjects(polys, height, width)
     return _counts_to_str(coco_mask.merge(rles))
+
+
+def segmentation_to_full(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """A COCO annotation's ``segmentation`` (polygons, or compressed / uncompressed RLE) as an
+    ``(H, W)`` bool array; polygons with fewer than three points are ignored (an empty mask
+    when none is left). Raises ``RLEError`` when an RLE is not of the image's size."""
+    if isinstance(segmentation, list):
+        polys = [list(map(float, q)) for q in segmentation if len(q) >= 6 and len(q) % 2 == 0]
+        if not polys:
+            return np.zeros((height, width), bool)
+        return decode_full(polygon_rle(polys, height, width))
+    size = [int(v) for v in segmentation.get("size", ())]
+    if size != [height, width]:
+        raise RLEError(f"RLE of size {size} for an image of size {[height, width]}")
+    return decode_full(segmentation)

@@ -123,15 +123,3 @@ def run_eval(args: argparse.Namespace) -> int:
             print(f"specula eval: cannot write {args.json_out}: {exc}", file=sys.stderr)
             return 2
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Stand-alone entry (until the ``specula`` command wires ``add_parsers``)."""
-    parser = argparse.ArgumentParser(prog="specula")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.handler(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -128,7 +128,7 @@ def _load_json(p: Path, role: str, truth: Optional[dict[str, EvalImage]]) -> dic
 
 def _load_results(p: Path, entries: list, truth: Optional[dict[str, EvalImage]]) -> dict[str, EvalImage]:
     """A COCO results list: ``image_id`` is matched to the truth image of the same key or order."""
-    from pycocotools import mask as coco_mask
+    from annotation.rle import RLEError, segmentation_to_full
 
     if truth is None:
         raise SourceError(f"{p}: a COCO results list needs the truth for image sizes; pass it as GT")
@@ -143,17 +143,14 @@ def _load_results(p: Path, entries: list, truth: Optional[dict[str, EvalImage]])
             key = keys[e["image_id"] - 1]
         if key is None:
             continue
-        seg, (h, w) = e["segmentation"], out[key].size
-        if isinstance(seg, list):
-            polys = [q for q in seg if len(q) >= 6]
-            if not polys:
-                continue
-            rle = coco_mask.merge(coco_mask.frPyObjects(polys, h, w))
-        elif isinstance(seg.get("counts"), list):
-            rle = coco_mask.frPyObjects(seg, h, w)
-        else:
-            rle = seg
-        mask = Mask.from_full(coco_mask.decode(rle).astype(bool))
+        h, w = out[key].size
+        try:
+            full = segmentation_to_full(e["segmentation"], h, w)
+        except RLEError as exc:
+            raise SourceError(f"{p}: result {n}: {exc}") from None
+        if not full.any():
+            continue
+        mask = Mask.from_full(full)
         cls = str(e.get("category_name", e.get("category_id")))
         out[key].instances.append(CocoInstance(cls, mask, float(e.get("score", 1.0))))
     return out

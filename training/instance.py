@@ -89,52 +89,36 @@ def augment(sample: InstanceSample, rng: np.random.Generator):
 
 
 def mask_ap(model, samples: Sequence[InstanceSample], classes: Sequence[str], device) -> dict[str, Any]:
-    """COCO mask AP / AP50 (pycocotools COCOeval, ``segm``) of ``model`` on ``samples``."""
+    """COCO mask AP / AP50 of ``model`` on ``samples`` (``annotation.metrics.coco_mask_ap``)."""
     import torch
-    from pycocotools import mask as mask_utils
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
-    def rle(m: np.ndarray) -> dict:
-        r = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-        r["counts"] = r["counts"].decode("ascii")
-        return r
+    from annotation.mask import Mask
+    from annotation.metrics import CocoInstance, coco_mask_ap
 
-    images, anns, dets = [], [], []
+    names = {i + 1: c for i, c in enumerate(classes)}  # label 0 is the background
+    gt: dict[str, list[CocoInstance]] = {}
+    pred: dict[str, list[CocoInstance]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     model.eval()
     for i, s in enumerate(samples):
-        h, w = s.rgb.shape[:2]
-        images.append({"id": i, "height": h, "width": w})
-        for m, lab in zip(s.masks, s.labels):
-            ys, xs = np.nonzero(m)
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(lab), "segmentation": rle(m),
-                         "area": float(m.sum()), "bbox": [float(xs.min()), float(ys.min()),
-                                                          float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)],
-                         "iscrowd": 0})
+        key = str(i)
+        sizes[key] = s.rgb.shape[:2]
+        gt[key] = [CocoInstance(names[int(lab)], Mask.from_full(m)) for m, lab in zip(s.masks, s.labels)]
         image, _ = to_target(s.rgb, s.masks, s.labels)
         with torch.no_grad():
             out = model([image.to(device)])[0]
-        for score, lab, pm in zip(out["scores"].cpu().numpy(), out["labels"].cpu().numpy(), out["masks"].cpu().numpy()):
-            dets.append({"image_id": i, "category_id": int(lab), "segmentation": rle(pm[0] > 0.5), "score": float(score)})
-    if not anns:
-        return {"mask_ap": None, "mask_ap50": None, "detections": len(dets), "gt_instances": 0}
-    gt = COCO()
-    gt.dataset = {"images": images, "annotations": anns,
-                  "categories": [{"id": i + 1, "name": c} for i, c in enumerate(classes)]}
-    gt.createIndex()
-    if not dets:
-        return {"mask_ap": 0.0, "mask_ap50": 0.0, "detections": 0, "gt_instances": len(anns)}
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its tables
-        dt = gt.loadRes(dets)
-        ev = COCOeval(gt, dt, "segm")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    ap, ap50 = (max(0.0, float(v)) for v in ev.stats[:2])
-    return {"mask_ap": ap, "mask_ap50": ap50, "detections": len(dets), "gt_instances": len(anns)}
+        pred[key] = [
+            CocoInstance(names.get(int(lab), str(int(lab))), Mask.from_full(pm[0] > 0.5), float(score))
+            for score, lab, pm in zip(out["scores"].cpu().numpy(), out["labels"].cpu().numpy(),
+                                      out["masks"].cpu().numpy())
+        ]
+    n_gt = sum(len(v) for v in gt.values())
+    n_det = sum(len(v) for v in pred.values())
+    if not n_gt:
+        return {"mask_ap": None, "mask_ap50": None, "detections": n_det, "gt_instances": 0}
+    res = coco_mask_ap(gt, pred, sizes, classes=list(classes), per_class=False)
+    return {"mask_ap": max(0.0, res["AP"]), "mask_ap50": max(0.0, res["AP50"]),
+            "detections": n_det, "gt_instances": n_gt}
 
 
 class InstanceExport:

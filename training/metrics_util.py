@@ -1,6 +1,7 @@
 """Validation metrics of the 000 protocol, per class: IoU, maximum F-beta (beta^2 = 0.3), MAE.
 
-Used locally until ``annotation/metrics.py`` exists; numpy only.
+The per-image precision-recall curve, F-beta and MAE are ``annotation.metrics``'; what
+is particular to training is the accumulation below.
 
 Conventions: ``prob`` is an ``(H, W)`` float map in [0, 1] for one class, ``gt`` an
 ``(H, W)`` bool map. IoU is accumulated over the data set (sum of intersections over
@@ -16,7 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-BETA2 = 0.3
+from annotation import metrics
+
+BETA2 = metrics.BETA2
 
 
 @dataclass
@@ -35,19 +38,12 @@ class ClassAccumulator:
         pred = pred.astype(bool, copy=False)
         self.intersection += int(np.count_nonzero(pred & gt))
         self.union += int(np.count_nonzero(pred | gt))
-        self.mae.append(float(np.abs(prob.astype(np.float32) - gt).mean()))
-        n_gt = int(np.count_nonzero(gt))
-        if n_gt == 0:
+        self.mae.append(metrics.mae(prob, gt))
+        if not gt.any():
             return
-        # histogram trick: counts of predicted-positive pixels per threshold in one pass
-        # same quantisation as annotation.metrics.pr_curve: thresholds t / 255, t = 0..255
-        bins = np.clip(np.rint(prob.astype(np.float64) * 255.0).astype(np.int64), 0, 255)
-        pos_hist = np.bincount(bins[gt], minlength=256)
-        all_hist = np.bincount(bins.ravel(), minlength=256)
-        tp = np.cumsum(pos_hist[::-1])[::-1].astype(np.float64)  # pixels with prob >= threshold
-        pp = np.cumsum(all_hist[::-1])[::-1].astype(np.float64)
-        self.precision.append(np.where(pp > 0, tp / np.maximum(pp, 1), 0.0))
-        self.recall.append(tp / n_gt)
+        precision, recall = metrics.pr_curve(prob, gt)
+        self.precision.append(precision)
+        self.recall.append(recall)
 
     def result(self) -> dict[str, float | None]:
         # a class absent from the ground truth has no IoU (false positives are counted
@@ -55,9 +51,7 @@ class ClassAccumulator:
         iou = self.intersection / self.union if self.union and self.precision else None
         fbeta = None
         if self.precision:
-            p = np.mean(self.precision, axis=0)
-            r = np.mean(self.recall, axis=0)
-            f = (1 + BETA2) * p * r / np.maximum(BETA2 * p + r, 1e-12)
+            f = metrics.fbeta(np.mean(self.precision, axis=0), np.mean(self.recall, axis=0), BETA2)
             fbeta = float(f.max())
         return {
             "iou": None if iou is None else float(iou),

@@ -145,25 +145,18 @@ class CocoResultsSource:
             self._by_key.setdefault(key, []).append(e)
 
     def propose(self, image: EffortImage) -> list[ProposalMask]:
-        from pycocotools import mask as coco_mask
+        from annotation.rle import RLEError, segmentation_to_full
 
         h, w = image.size
         out = []
         default_class = image.truths[0][0] if image.truths else "object"
         for e in self._by_key.get(image.key, []):
-            seg = e["segmentation"]
-            if isinstance(seg, list):
-                polys = [p for p in seg if len(p) >= 6]  # frPyObjects reads 4 numbers as a box
-                if not polys:
-                    continue
-                rle = coco_mask.merge(coco_mask.frPyObjects(polys, h, w))
-            elif isinstance(seg.get("counts"), list):
-                rle = coco_mask.frPyObjects(seg, h, w)
-            else:
-                rle = seg
-            if [int(v) for v in rle["size"]] != [h, w]:
-                raise ProposalError(f"{self.path}: a proposal for {image.key} is {rle['size']}, the image {[h, w]}")
-            full = coco_mask.decode(rle).astype(bool)
+            try:
+                full = segmentation_to_full(e["segmentation"], h, w)
+            except RLEError as exc:
+                raise ProposalError(f"{self.path}: a proposal for {image.key}: {exc}") from None
+            if not full.any():
+                continue
             out.append(ProposalMask(Mask.from_full(full), e.get("class_name") or default_class,
                                     float(e.get("score", 1.0))))
         return out
