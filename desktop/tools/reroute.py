@@ -27,6 +27,7 @@ class RerouteTool(Tool):
         super().__init__(canvas)
         self.path: list[tuple[float, float]] = []
         self._item = None
+        self._trace = QPainterPath()
         self._started = 0.0
 
     @property
@@ -77,6 +78,7 @@ class RerouteTool(Tool):
                                          started=self._started, points=len(path)))
 
     def _preview(self) -> None:
+        """Extend the preview by the newest point (a mouse move must not redraw the whole trace)."""
         if self._item is None:
             self._item = QGraphicsPathItem()
             pen = QPen(QColor(255, 255, 0), 2)
@@ -84,11 +86,11 @@ class RerouteTool(Tool):
             self._item.setPen(pen)
             self._item.setZValue(10)
             self.canvas.scene().addItem(self._item)
-        p = QPainterPath()
-        p.moveTo(*self.path[0])
-        for q in self.path[1:]:
-            p.lineTo(*q)
-        self._item.setPath(p)
+            self._trace = QPainterPath()
+            self._trace.moveTo(*self.path[0])
+        if len(self.path) > 1:
+            self._trace.lineTo(*self.path[-1])
+        self._item.setPath(self._trace)
 
     def cancel(self) -> None:
         self.path = []
