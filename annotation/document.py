@@ -74,6 +74,10 @@ class ImageRecord:
     id: Optional[int] = None
     sha1: Optional[str] = None
     error: Optional[str] = None  # why the image could not be read, if it could not
+    # instances of the image per state, as the store last read them (kept by the store's triggers)
+    n_proposed: int = 0
+    n_accepted: int = 0
+    n_rejected: int = 0
 
     @property
     def size(self) -> tuple[int, int]:

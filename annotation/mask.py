@@ -24,23 +24,22 @@ from PIL import Image, ImageDraw
 from annotation import rle as rle_codec
 
 Box = tuple[int, int, int, int]
-Ring = np.ndarray  # (N, 2) float or int array of x, y vertices
 
 
-def _clip_box(box: Box, image_size: tuple[int, int]) -> Box:
+def clip_box(box: Box, image_size: tuple[int, int]) -> Box:
     h, w = image_size
     x0, y0, x1, y1 = box
     return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
 
 
-def _box_is_empty(box: Box) -> bool:
+def box_is_empty(box: Box) -> bool:
     return box[2] <= box[0] or box[3] <= box[1]
 
 
-def _union_box(a: Box, b: Box) -> Box:
-    if _box_is_empty(a):
+def union_box(a: Box, b: Box) -> Box:
+    if box_is_empty(a):
         return b
-    if _box_is_empty(b):
+    if box_is_empty(b):
         return a
     return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
@@ -89,7 +88,7 @@ def rasterize_polygon(
     y0 = int(np.floor(pts[:, 1].min())) - 1
     x1 = int(np.ceil(pts[:, 0].max())) + 2
     y1 = int(np.ceil(pts[:, 1].max())) + 2
-    cx0, cy0, cx1, cy1 = _clip_box((x0, y0, x1, y1), image_size)
+    cx0, cy0, cx1, cy1 = clip_box((x0, y0, x1, y1), image_size)
     if cx1 <= cx0 or cy1 <= cy0:
         return Mask.empty(image_size)
     # Draw in the unclipped local frame (integer shift keeps Pillow's rounding
@@ -237,7 +236,7 @@ class Mask:
     def to_full(self) -> np.ndarray:
         """The full-image bool array (allocates the whole image: avoid in hot paths)."""
         full = np.zeros(self.image_size, bool)
-        bx0, by0, bx1, by1 = _clip_box(self.box, self.image_size)
+        bx0, by0, bx1, by1 = clip_box(self.box, self.image_size)
         if bx1 > bx0 and by1 > by0:
             full[by0:by1, bx0:bx1] = self.array[by0 - self.y0 : by1 - self.y0, bx0 - self.x0 : bx1 - self.x0]
         return full
@@ -256,7 +255,7 @@ class Mask:
 
     def write_box(self, box: Box, values: np.ndarray) -> None:
         """Overwrite the pixels of ``box`` with ``values`` (grows the array if needed)."""
-        box = _clip_box(box, self.image_size)  # type: ignore[assignment]
+        box = clip_box(box, self.image_size)  # type: ignore[assignment]
         x0, y0, x1, y1 = box
         if x1 <= x0 or y1 <= y0:
             return
@@ -329,8 +328,8 @@ class Mask:
         return Mask(bx0, by0, arr, self.image_size)
 
     def _clipped_to_image(self) -> "Mask":
-        cb = _clip_box(self.box, self.image_size)
-        if _box_is_empty(cb):
+        cb = clip_box(self.box, self.image_size)
+        if box_is_empty(cb):
             return Mask.empty(self.image_size)
         if cb == self.box:
             return self
@@ -345,7 +344,7 @@ class Mask:
         if self.array.size == 0:
             nb = box
         else:
-            nb = _union_box(self.box, box)
+            nb = union_box(self.box, box)
             # slack: a quarter of the new size on the sides that grow
             sx = (nb[2] - nb[0]) // 4
             sy = (nb[3] - nb[1]) // 4
@@ -355,7 +354,7 @@ class Mask:
                 nb[2] + (sx if x1 > ix1 else 0),
                 nb[3] + (sy if y1 > iy1 else 0),
             )
-        nb = _clip_box(nb, self.image_size)
+        nb = clip_box(nb, self.image_size)
         grown = np.zeros((nb[3] - nb[1], nb[2] - nb[0]), bool)
         if self.array.size:
             grown[iy0 - nb[1] : iy1 - nb[1], ix0 - nb[0] : ix1 - nb[0]] = self.array
@@ -374,15 +373,8 @@ class Mask:
         Returns the touched box (image coordinates, clipped to the image).
         """
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        if len(pts) == 0:
-            return (0, 0, 0, 0)
-        k = int(np.ceil(max(radius, 0.0)))
-        bx0 = int(np.floor(pts[:, 0].min())) - k
-        by0 = int(np.floor(pts[:, 1].min())) - k
-        bx1 = int(np.ceil(pts[:, 0].max())) + k + 1
-        by1 = int(np.ceil(pts[:, 1].max())) + k + 1
-        box = _clip_box((bx0, by0, bx1, by1), self.image_size)
-        if _box_is_empty(box):
+        box = stroke_box(pts, radius, self.image_size)
+        if box_is_empty(box):
             return (0, 0, 0, 0)
         stamp = stroke_footprint(pts - [box[0], box[1]], radius, (box[3] - box[1], box[2] - box[0]))
         if value:
@@ -401,8 +393,8 @@ class Mask:
 
     def paint_mask(self, other: "Mask", value: bool = True) -> Box:
         """Set (or clear) the pixels of ``other`` in place; touches ``other``'s box."""
-        box = _clip_box(other.box, self.image_size)
-        if _box_is_empty(box) or other.is_empty():
+        box = clip_box(other.box, self.image_size)
+        if box_is_empty(box) or other.is_empty():
             return (0, 0, 0, 0)
         src = other.read_box(box)
         if value:
@@ -417,8 +409,8 @@ class Mask:
 
     # ---------------------------------------------------------------- set algebra (pure)
     def _binary(self, other: "Mask", op) -> "Mask":
-        box = _union_box(self.box, other.box)
-        if _box_is_empty(box):
+        box = union_box(self.box, other.box)
+        if box_is_empty(box):
             return Mask.empty(self.image_size)
         a = self.read_box(box)
         b = other.read_box(box)
@@ -447,7 +439,7 @@ class Mask:
             return NotImplemented
         if self.image_size != other.image_size:
             return False
-        box = _union_box(self.box, other.box)
+        box = union_box(self.box, other.box)
         return bool(np.array_equal(self.read_box(box), other.read_box(box)))
 
     def __hash__(self) -> int:  # masks are mutable; identity hash like any object
@@ -463,7 +455,7 @@ class Mask:
             min(self.box[2], other.box[2]),
             min(self.box[3], other.box[3]),
         )
-        if _box_is_empty(box):
+        if box_is_empty(box):
             return 0
         return int(np.count_nonzero(self.read_box(box) & other.read_box(box)))
 
@@ -476,7 +468,7 @@ class Mask:
     # ---------------------------------------------------------------- morphology (pure)
     def _padded(self, pad: int) -> tuple[Box, np.ndarray]:
         bx0, by0, bx1, by1 = self.bbox
-        box = _clip_box((bx0 - pad, by0 - pad, bx1 + pad, by1 + pad), self.image_size)
+        box = clip_box((bx0 - pad, by0 - pad, bx1 + pad, by1 + pad), self.image_size)
         return box, self.read_box(box)
 
     def dilate(self, radius: int) -> "Mask":
@@ -557,14 +549,29 @@ class Mask:
             raise ValueError("merge needs at least one mask")
         box: Box = (0, 0, 0, 0)
         for m in masks:
-            box = _union_box(box, m.box)
+            box = union_box(box, m.box)
         size = masks[0].image_size
-        if _box_is_empty(box):
+        if box_is_empty(box):
             return Mask.empty(size)
         acc = np.zeros((box[3] - box[1], box[2] - box[0]), bool)
         for m in masks:
             acc |= m.read_box(box)
         return Mask(box[0], box[1], acc, size).cropped()
+
+
+def stroke_box(points: Sequence[Sequence[float]], radius: float, image_size: tuple[int, int]) -> Box:
+    """The box (clipped to the image) that ``Mask.paint_stroke(points, radius)`` may touch;
+    (0, 0, 0, 0) for no points. Lets a caller save what a stroke will overwrite, first."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(pts) == 0:
+        return (0, 0, 0, 0)
+    k = int(np.ceil(max(radius, 0.0)))
+    bx0 = int(np.floor(pts[:, 0].min())) - k
+    by0 = int(np.floor(pts[:, 1].min())) - k
+    bx1 = int(np.ceil(pts[:, 0].max())) + k + 1
+    by1 = int(np.ceil(pts[:, 1].max())) + k + 1
+    box = clip_box((bx0, by0, bx1, by1), image_size)
+    return (0, 0, 0, 0) if box_is_empty(box) else box
 
 
 def stroke_footprint(points: np.ndarray, radius: float, shape: tuple[int, int]) -> np.ndarray:

@@ -19,9 +19,8 @@ from typing import Iterable, Optional
 import numpy as np
 
 from annotation.document import Instance, InstanceState
+from annotation.mask import Box
 from annotation.palette import Palette
-
-Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from annotation.document import Instance, InstanceState
+from annotation.document import Instance
 from annotation.resources import asset_path
 
 
@@ -207,26 +207,10 @@ def rule_violations(
     """List instances that break the palette's rules (e.g. glass-in-mirror outside a mirror).
 
     Instances are grouped by image; rejected ones are ignored; proposals only when asked.
+    Each inner instance is compared with the outer instances whose boxes meet its own
+    (``annotation.rules.violations``), never with a full-image union.
     """
-    from annotation.mask import Mask
+    # imported here: annotation.rules builds on this module's dataclasses
+    from annotation.rules import violations
 
-    by_image: dict[int, list[Instance]] = {}
-    for inst in instances:
-        if inst.state is InstanceState.REJECTED:
-            continue
-        if inst.state is InstanceState.PROPOSED and not include_proposed:
-            continue
-        by_image.setdefault(inst.image_id, []).append(inst)
-    out: list[RuleViolation] = []
-    for image_id, insts in by_image.items():
-        for rule in palette.rules:
-            outers = [i.mask for i in insts if i.class_name == rule.outer]
-            outer = Mask.merge(outers) if outers else None
-            for inst in insts:
-                if inst.class_name != rule.inner or inst.mask.is_empty():
-                    continue
-                inside = outer.intersection_area(inst.mask) if outer is not None else 0
-                frac = 1.0 - inside / inst.mask.area
-                if frac > rule.tolerance:
-                    out.append(RuleViolation(rule, inst.id, image_id, frac))
-    return out
+    return violations(palette, instances, include_proposed=include_proposed)

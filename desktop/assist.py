@@ -1,17 +1,19 @@
-"""Model assistance in the window: the engine host, proposing (this image, the
-project), the review panel and its keys, the prompt predictor, the training panel, the
-registry watch and the status-bar job progress. The main window creates one ``Assist``
-per project and asks it for actions, panels and menus."""
+"""Model assistance for one open project: proposing (this image, the project), the review
+panel and its keys, the prompt predictor, the training panel, the registry watch and the
+status-bar job progress. Built by the editor from the project context; it knows the
+canvas and the navigator it is given, never the window."""
 from __future__ import annotations
 
 from typing import Optional
 
 from PySide6.QtCore import QObject, Qt, QTimer
-from PySide6.QtWidgets import QDockWidget, QLabel, QProgressBar, QPushButton
+from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QWidget
 
 from annotation.document import ImageStatus
 from desktop.actions import make_action
-from desktop.engine_host import EngineHost
+from desktop.canvas.view import CanvasView
+from desktop.context import ProjectContext
+from desktop.navigator import ImageNavigator
 from desktop.prompt_predictor import PromptPredictor
 from desktop.review.controller import ReviewController
 from desktop.review.panel import ReviewPanel
@@ -22,28 +24,39 @@ REGISTRY_POLL_MS = 2000
 
 
 class Assist(QObject):
-    def __init__(self, win):
-        super().__init__(win)
-        self.win = win
-        self.host = EngineHost(self)
-        self.host.message.connect(lambda t: win.statusBar().showMessage(t, 8000))
+    menus = {
+        "&Review": ["review.accept", "review.reject", "review.reject_rest", "review.next", None, "action.propose_image",
+                    "action.propose_project", "action.cancel_job"],
+        "T&raining": ["action.train"],
+    }
+
+    def __init__(self, ctx: ProjectContext, canvas: CanvasView, navigator: ImageNavigator):
+        super().__init__(ctx)
+        self.ctx = ctx
+        self.canvas = canvas
+        self.navigator = navigator
+        self.host = ctx.host
+        self.host.message.connect(lambda t: ctx.say(t, 8000))
         self.host.device_report.connect(self._device)
         self.predictor = PromptPredictor(self.host, self)
-        self.proposer = Proposer(win, self.host)
-        self.review = ReviewController(win.session, win.canvas, self)
+        self.proposer = Proposer(ctx, canvas)
+        self.review = ReviewController(ctx.session, canvas, self)
         self.proposer.busy_changed.connect(self._busy)
         self.proposer.progress.connect(self._progress)
-        self.proposer.done.connect(lambda t: win.statusBar().showMessage(t, 8000))
+        self.proposer.done.connect(lambda t: ctx.say(t, 8000))
         self.proposer.failed.connect(self._failed)
+        navigator.image_opened.connect(lambda _i: self.predictor.forget_image())
+        navigator.pixels_ready.connect(self._precompute_prompts)
         self._generation: Optional[int] = None
         self._versions: dict[str, str] = {}
         self._prefer: Optional[str] = None
-        self.last_error = ""
-        self._build_status_bar()
+        self.actions: dict = {}
+        self.timer = QTimer(self)
+        self.timer.setInterval(REGISTRY_POLL_MS)
+        self.timer.timeout.connect(self.poll_registry)
 
     # ------------------------------------------------------------ status bar
-    def _build_status_bar(self) -> None:
-        sb = self.win.statusBar()
+    def status_widgets(self) -> list[QWidget]:
         self.device_label = QLabel(objectName="status.device")
         self.job_bar = QProgressBar(objectName="job.progress")
         self.job_bar.setMaximumWidth(180)
@@ -51,8 +64,7 @@ class Assist(QObject):
         self.job_cancel = QPushButton("Cancel", objectName="job.cancel")
         self.job_cancel.setVisible(False)
         self.job_cancel.clicked.connect(self.proposer.cancel)
-        for w in (self.device_label, self.job_bar, self.job_cancel):
-            sb.addPermanentWidget(w)
+        return [self.device_label, self.job_bar, self.job_cancel]
 
     def _device(self, text: str) -> None:
         self.device_label.setText(f"Inference: {text}")
@@ -62,25 +74,24 @@ class Assist(QObject):
         self.job_cancel.setVisible(busy)
         self.job_bar.setRange(0, 0)  # busy until the first progress report
         if text:
-            self.win.statusBar().showMessage(text)
+            self.ctx.say(text, 0)
         for n in ("action.propose_image", "action.propose_project"):
-            self.win.actions_by_name[n].setEnabled(not busy or n == "action.propose_image")
+            self.actions[n].setEnabled(not self.ctx.read_only and (not busy or n == "action.propose_image"))
 
     def _progress(self, done: int, total: int) -> None:
         self.job_bar.setRange(0, max(1, total))
         self.job_bar.setValue(done)
 
     def _failed(self, text: str) -> None:
-        self.last_error = text
-        self.win.statusBar().showMessage(text, 12000)
+        self.ctx.say(text, 12000)
 
-    # ------------------------------------------------------------ actions, panels, menus
-    def build_actions(self) -> dict:
-        w, r = self.win, self.review
+    # ------------------------------------------------------------ actions, panels
+    def build_actions(self, parent: QWidget) -> dict:
+        r = self.review
         A = {}
 
         def add(name, text, keys, fn):
-            A[name] = make_action(w, name, text, keys, fn)
+            A[name] = make_action(parent, name, text, keys, fn)
 
         add("review.accept", "&Accept proposal", "A", lambda: r.accept())
         add("review.reject", "&Reject proposal", "R", lambda: r.reject())
@@ -90,39 +101,35 @@ class Assist(QObject):
         add("action.propose_project", "Propose the whole &project", "Ctrl+Shift+P", self.proposer.propose_images)
         add("action.cancel_job", "Cancel the running job", "", self.proposer.cancel)
         add("action.train", "&Train now", "", self.start_training)
-        add("help.about", "&About Specula", "", w.show_about)
+        self.actions = A
         return A
 
-    def build_panels(self) -> list[tuple[str, QDockWidget]]:
-        w = self.win
-        self.review_panel = ReviewPanel(self.review, w.actions_by_name)
+    def build_panels(self, actions: dict) -> list[tuple[str, QWidget, Qt.DockWidgetArea]]:
+        ctx = self.ctx
+        self.review_panel = ReviewPanel(self.review, actions, ctx.store)
         self.review_panel.model_chosen.connect(self._model_chosen)
         self.review_panel.cam.params_changed.connect(self._cam_params)
         try:
             root = self.host.registry.root
         except Exception:  # noqa: BLE001 - no registry: training still runs with its default
             root = None
-        self.training_panel = TrainingPanel(w.store, w.actions_by_name["action.train"], root)
+        self.training_panel = TrainingPanel(ctx.store, actions["action.train"], root)
         self.training_panel.model_for_task = self._model_for_task
         self.training_panel.published.connect(self._published)
         self.training_panel.repropose.connect(lambda paths: self.proposer.propose_images(paths))
-        self.training_panel.message.connect(lambda t: w.statusBar().showMessage(t, 8000))
+        self.training_panel.message.connect(lambda t: ctx.say(t, 8000))
         # counted after the command that accepted finishes (a retrain may start from here)
-        w.session.instance_changed.connect(
-            lambda _i, box: box is None and QTimer.singleShot(0, self.training_panel.refresh_count))
+        ctx.session.image_updated.connect(lambda _i: QTimer.singleShot(0, self._after_edit))
+        self.proposer.image_stored.connect(lambda _i: self.review_panel.refresh_totals())
         self.refresh_models()
-        self.timer = QTimer(self)
-        self.timer.setInterval(REGISTRY_POLL_MS)
-        self.timer.timeout.connect(self.poll_registry)
         self.timer.start()
         return [("Review", self.review_panel, Qt.DockWidgetArea.RightDockWidgetArea),
                 ("Training", self.training_panel, Qt.DockWidgetArea.LeftDockWidgetArea)]
 
-    menus = {
-        "&Review": ["review.accept", "review.reject", "review.reject_rest", "review.next", None, "action.propose_image",
-                    "action.propose_project", "action.cancel_job"],
-        "T&raining": ["action.train"],
-    }
+    def _after_edit(self) -> None:
+        if not self.ctx.closed:
+            self.review_panel.refresh_totals()
+            self.training_panel.refresh_count()
 
     # ------------------------------------------------------------ models
     def refresh_models(self) -> None:
@@ -136,7 +143,7 @@ class Assist(QObject):
         if self._prefer in names:
             chosen, self._prefer = self._prefer, None
         if chosen not in names:
-            chosen = self.host.default_model(self.win.session.palette.name) if infos else None
+            chosen = self.host.model_for_palette(self.ctx.session.palette) if infos else None
         self.review_panel.set_models(infos, chosen)
         self._model_chosen(chosen)
         self._versions = {i.name: i.version for i in infos}
@@ -150,7 +157,7 @@ class Assist(QObject):
 
     def _cam_params(self, params: dict) -> None:
         self.proposer.params = dict(params)
-        if self.win.current_rgb is not None:
+        if self.ctx.current_rgb is not None:
             self.proposer.propose_image()  # debounced by the controls; newest request wins
 
     def poll_registry(self) -> None:
@@ -172,17 +179,34 @@ class Assist(QObject):
             self.offer_repropose(name, self._versions[name])
 
     def offer_repropose(self, name: str, version: str) -> None:
-        st = self.win.store
-        paths = [r.path for r in st.images() if r.status is not ImageStatus.DONE and not r.error]
+        paths = [r.path for r in self.ctx.store.images() if r.status is not ImageStatus.DONE and not r.error]
         self.training_panel.offer_repropose(name, version, paths)
-        self.win.statusBar().showMessage(f"New model {name}@{version} is in use", 8000)
+        self.ctx.say(f"New model {name}@{version} is in use", 8000)
 
     def _published(self, name: str, version: str) -> None:
         self._prefer = name
         self.poll_registry()
 
+    def _precompute_prompts(self) -> None:
+        """Embeddings of this image and the next in the background (only with a SAM pair)."""
+        store, s = self.ctx.store, self.ctx.session
+        if s.image is None:
+            return
+        paths = [store.image_file(s.image)]
+        nxt = self.navigator.neighbour(1)
+        if nxt is not None:
+            paths.append(store.image_file(store.image(nxt)))
+        try:
+            if self.host.has_prompt_model():
+                self.predictor.precompute([str(p) for p in paths])
+        except Exception as exc:  # noqa: BLE001 - a broken registry must not stop the image from showing
+            self.ctx.say(f"Model registry: {exc}", 6000)
+
     # ------------------------------------------------------------ training
     def start_training(self) -> None:
+        if self.ctx.read_only:
+            self.ctx.say(f"Training needs a writable project: {self.ctx.read_only}", 8000)
+            return
         self.training_panel.start()
 
     def _model_for_task(self, task: str) -> Optional[str]:
@@ -192,8 +216,7 @@ class Assist(QObject):
 
     def close(self) -> None:
         self.timer.stop()
-        self.training_panel.stop()
+        self.training_panel.proc.shutdown()  # the project closes: the training ends with it
         self.proposer.cancel()
         self.proposer.runner.wait(5000)
         self.predictor.runner.wait(5000)
-        self.host.close()

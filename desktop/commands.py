@@ -1,68 +1,113 @@
-"""Undo commands. Each holds only what it changed: a mask edit keeps the changed box
-before and after (exact undo, memory proportional to the box). Every redo/undo
-commits to the store through the session; the first redo also logs the action with
-its start and end time (undo and redo are logged too, as training data must know
-what was taken back).
+"""Undo commands: every user action is one ``QUndoCommand`` with an exact undo.
+
+Each ``redo`` and ``undo`` runs as one ``session.action()``: the document change, the
+state change and the interaction-log row commit together or not at all. The first redo
+logs the action with its start and end time; later redos and undos are logged as
+``redo`` / ``undo`` (training data must know what was taken back).
+
+When an action cannot be saved (a read-only project, a full disk), the session has
+already re-read the image, so the screen shows what the store holds; the first redo
+marks the command obsolete so that it never enters the stack, and a failed undo or redo
+asks the window (``session.failed``) to clear a history that no longer matches.
+
+A mask edit holds a ``MaskDelta``: the changed tiles before and after, bit-packed, so
+its memory follows what was touched, not the instance.
 """
 from __future__ import annotations
 
 import time
 from typing import Optional, Sequence
 
-import numpy as np
 from PySide6.QtGui import QUndoCommand
 
+from annotation.delta import MaskDelta
 from annotation.document import Instance
 from desktop.session import EditingSession
 
-Box = tuple[int, int, int, int]
 
+class StoreCommand(QUndoCommand):
+    """An action with an undo; subclasses implement ``apply(first)`` and ``revert()``."""
 
-class _Logged(QUndoCommand):
-    def __init__(self, session: EditingSession, action: str, text: str, started: Optional[float], details: dict):
+    def __init__(self, session: EditingSession, text: str):
         super().__init__(text)
         self.session = session
+        self.done_once = False
+        self.failed = False
+
+    def apply(self, first: bool) -> None:
+        raise NotImplementedError
+
+    def revert(self) -> None:
+        raise NotImplementedError
+
+    def redo(self) -> None:
+        first = not self.done_once
+        if self._run(lambda: self.apply(first), "redo"):
+            self.done_once = True
+        elif first:
+            self.setObsolete(True)  # never enters the stack
+
+    def undo(self) -> None:
+        self._run(self.revert, "undo")
+
+    def _run(self, fn, direction: str) -> bool:
+        try:
+            with self.session.action():
+                fn()
+        except Exception as exc:  # noqa: BLE001 - reported to the user; memory re-read from the store
+            self.failed = True
+            first = direction == "redo" and not self.done_once
+            what = self.text() if first else f"{direction} of {self.text()}"
+            self.session.report_failure(what[:1].upper() + what[1:], exc, history_intact=first)
+            return False
+        return True
+
+
+class LoggedCommand(StoreCommand):
+    """A command that logs ``action`` with ``details`` the first time, ``redo``/``undo`` after."""
+
+    def __init__(self, session: EditingSession, action: str, text: str, started: Optional[float], details: dict):
+        super().__init__(session, text)
         self.action = action
         self.started = time.time() if started is None else started
         self.details = details
-        self._done_once = False
 
-    def _log_first(self, instance_id: Optional[int], class_name: Optional[str]) -> None:
-        if not self._done_once:
-            self._done_once = True
-            self.session.log(self.action, instance_id=instance_id, class_name=class_name,
-                             started=self.started, **self.details)
+    def log_apply(self, first: bool, instance_id: Optional[int], class_name: Optional[str]) -> None:
+        if first:
+            self.session.log(self.action, instance_id=instance_id, class_name=class_name, started=self.started,
+                             **self.details)
         else:
             self.session.log("redo", instance_id=instance_id, class_name=class_name, of=self.action)
 
-    def _log_undo(self, instance_id: Optional[int], class_name: Optional[str]) -> None:
+    def log_revert(self, instance_id: Optional[int], class_name: Optional[str]) -> None:
         self.session.log("undo", instance_id=instance_id, class_name=class_name, of=self.action)
 
 
-class MaskEditCommand(_Logged):
-    """One edit of one instance's mask over ``box``: brush stroke, reroute, morphology..."""
+class MaskEditCommand(LoggedCommand):
+    """One edit of one instance's mask: brush stroke, reroute, polygon add/cut, morphology."""
 
-    def __init__(self, session: EditingSession, instance_id: int, box: Box, before: np.ndarray,
-                 after: np.ndarray, action: str, *, started: Optional[float] = None, **details):
-        d_area = int(np.count_nonzero(after)) - int(np.count_nonzero(before))
-        details = {"tool": action, "area_change": d_area, "box": list(box), **details}
+    def __init__(self, session: EditingSession, instance_id: int, delta: MaskDelta, action: str, *,
+                 started: Optional[float] = None, **details):
+        details = {"tool": action, "area_change": delta.area_change, "box": list(delta.box), **details}
         super().__init__(session, action, action.replace("_", " "), started, details)
         self.instance_id = instance_id
-        self.box = box
-        self.before = before
-        self.after = after
+        self.delta = delta
 
-    def redo(self) -> None:
-        self.session.write_mask(self.instance_id, self.box, self.after)
-        inst = self.session.instances[self.instance_id]
-        self._log_first(self.instance_id, inst.class_name)
+    def _write(self, which: str) -> str:
+        s = self.session
+        inst = s.instances[self.instance_id]
+        box = self.delta.apply(inst.mask, which)
+        s.store_mask(self.instance_id, box)
+        return inst.class_name
 
-    def undo(self) -> None:
-        self.session.write_mask(self.instance_id, self.box, self.before)
-        self._log_undo(self.instance_id, self.session.instances[self.instance_id].class_name)
+    def apply(self, first: bool) -> None:
+        self.log_apply(first, self.instance_id, self._write("after"))
+
+    def revert(self) -> None:
+        self.log_revert(self.instance_id, self._write("before"))
 
 
-class AddInstanceCommand(_Logged):
+class AddInstanceCommand(LoggedCommand):
     def __init__(self, session: EditingSession, inst: Instance, action: str, *, started: Optional[float] = None,
                  select: bool = True, **details):
         details = {"tool": action, "area_change": inst.mask.area, **details}
@@ -70,18 +115,18 @@ class AddInstanceCommand(_Logged):
         self.inst = inst
         self.select = select
 
-    def redo(self) -> None:
+    def apply(self, first: bool) -> None:
         iid = self.session.add_instance(self.inst)  # keeps its id after the first time
         if self.select:
             self.session.select([iid])
-        self._log_first(iid, self.inst.class_name)
+        self.log_apply(first, iid, self.inst.class_name)
 
-    def undo(self) -> None:
+    def revert(self) -> None:
         self.session.remove_instance(self.inst.id)
-        self._log_undo(self.inst.id, self.inst.class_name)
+        self.log_revert(self.inst.id, self.inst.class_name)
 
 
-class ReplaceInstancesCommand(_Logged):
+class ReplaceInstancesCommand(LoggedCommand):
     """Remove some instances and add others in one step: delete, split, merge."""
 
     def __init__(self, session: EditingSession, remove: Sequence[int], add: Sequence[Instance], action: str,
@@ -92,26 +137,27 @@ class ReplaceInstancesCommand(_Logged):
         details = {"tool": action, "area_change": change, "removed": list(remove), **details}
         super().__init__(session, action, action.replace("_", " "), started, details)
 
-    def redo(self) -> None:
+    def apply(self, first: bool) -> None:
         for inst in self.removed:
             self.session.remove_instance(inst.id)
         for inst in self.added:
             self.session.add_instance(inst)
         self.session.select([i.id for i in self.added])
         self.details["added"] = [i.id for i in self.added]
-        first = (self.added or self.removed)[0] if (self.added or self.removed) else None
-        self._log_first(None if first is None else first.id, None if first is None else first.class_name)
+        first_inst = (self.added or self.removed or [None])[0]
+        self.log_apply(first, None if first_inst is None else first_inst.id,
+                       None if first_inst is None else first_inst.class_name)
 
-    def undo(self) -> None:
+    def revert(self) -> None:
         for inst in self.added:
             self.session.remove_instance(inst.id)
         for inst in self.removed:
             self.session.add_instance(inst)
         self.session.select([i.id for i in self.removed])
-        self._log_undo(None, None)
+        self.log_revert(None, None)
 
 
-class ChangeClassCommand(_Logged):
+class ChangeClassCommand(LoggedCommand):
     def __init__(self, session: EditingSession, ids: Sequence[int], class_name: str):
         self.ids = list(ids)
         self.old = {i: session.instances[i].class_name for i in self.ids}
@@ -119,14 +165,12 @@ class ChangeClassCommand(_Logged):
         super().__init__(session, "change_class", f"class → {class_name}", None,
                          {"tool": "change_class", "area_change": 0, "from": self.old, "to": class_name})
 
-    def redo(self) -> None:
+    def apply(self, first: bool) -> None:
         for i in self.ids:
             self.session.set_class(i, self.new)
-        self._log_first(self.ids[0], self.new)
-        self.session.check_rules()
+        self.log_apply(first, self.ids[0], self.new)
 
-    def undo(self) -> None:
+    def revert(self) -> None:
         for i in self.ids:
             self.session.set_class(i, self.old[i])
-        self._log_undo(self.ids[0], self.old[self.ids[0]])
-        self.session.check_rules()
+        self.log_revert(self.ids[0], self.old[self.ids[0]])

@@ -1,6 +1,6 @@
 """The proposal engine as the desktop sees it: created on first use (no onnxruntime at
-start-up), its registry, the model that fits the project's palette, and its messages
-passed to the GUI thread by signal."""
+start-up), its registry, the model that fits the project's palette (the registry's
+rule, shared with the command line), and its messages passed to the GUI thread by signal."""
 from __future__ import annotations
 
 import threading
@@ -8,20 +8,7 @@ from typing import Optional
 
 from PySide6.QtCore import QObject, Signal
 
-# palette name -> a substring of the names of the models made for it
-PALETTE_MODELS = {"mirror-glass": "mirror-glass", "inspection": "cracks"}
 PROPOSING_TASKS = ("semantic", "cam", "instance")
-
-
-def pick_model(palette_name: str, model_names: list[str], active: Optional[str]) -> Optional[str]:
-    """The model for a palette: a name containing the palette's keyword, else ``active``."""
-    key = PALETTE_MODELS.get(palette_name, palette_name)
-    for n in model_names:
-        if key and key in n:
-            return n
-    if active in model_names:
-        return active
-    return model_names[0] if model_names else None
 
 
 class EngineHost(QObject):
@@ -73,15 +60,10 @@ class EngineHost(QObject):
     def has_prompt_model(self) -> bool:
         return any(i.task == "prompt" for i in self.registry.list())
 
-    def default_model(self, palette_name: str) -> Optional[str]:
-        """The palette's model; the user's own (trained, imported) before shipped ones."""
-        infos = sorted(self.models(), key=lambda i: (i.read_only, i.name))
-        names = [i.name for i in infos]
-        try:
-            active = self.registry.active().name
-        except Exception:  # noqa: BLE001 - several models and no default: pick by name
-            active = None
-        return pick_model(palette_name, names, active)
+    def model_for_palette(self, palette) -> Optional[str]:
+        """The name of the model that proposes for ``palette`` (the registry's one rule), or None."""
+        info, _why = self.registry.model_for_palette(palette)
+        return None if info is None else info.name
 
     def close(self) -> None:
         if self._engine is not None:

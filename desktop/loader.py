@@ -30,7 +30,10 @@ class ImageLoader(QObject):
             except Exception as exc:  # reported to the user, never swallowed
                 err = str(exc) or exc.__class__.__name__
             finally:
-                self._delivered.emit(rid, rgb, err)
+                try:
+                    self._delivered.emit(rid, rgb, err)
+                except RuntimeError:  # the loader went with its project meanwhile: nobody is listening
+                    pass
 
         QThreadPool.globalInstance().start(job)
         return rid

@@ -1,36 +1,20 @@
-"""The main window: start page or editor (canvas, tool bar, images / palette /
-instances panels), menus, status bar. Wiring only; the work is done by the session,
-the tools, the commands and the operations."""
+"""The main window: the start page, or the editor of the open project; the File and Help
+menus; the window layout. Opening a project makes a ``ProjectContext`` and an ``Editor``
+from it; closing it (or opening another) disposes of both, so projects change without a
+restart. The window itself does no editing work: it composes."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QUndoStack
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QStackedWidget,
-                               QToolBar)
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QStackedWidget
 
-from annotation.document import ImageStatus
 from desktop import settings
-from desktop.actions import build_actions
-from desktop.canvas.view import CanvasView
+from desktop.actions import make_action
+from desktop.context import ProjectContext
+from desktop.editor import Editor
 from desktop.help_overlay import HelpOverlay
-from desktop.loader import ImageLoader
-from desktop.panels.images import ImagesPanel
-from desktop.panels.instances import InstancesPanel
-from desktop.panels.palette import LOAD_FILE, PalettePanel
-from desktop.session import EditingSession
 from desktop.start_page import StartPage
-from desktop.tools.brush import BrushTool, EraserTool, SmartBrushTool
-from desktop.tools.polygon import PolygonTool
-from desktop.tools.prompt import PromptTool
-from desktop.tools.reroute import RerouteTool
-from desktop.tools.select import SelectTool
-from desktop.tools.weak_click import WeakClickTool
-
-UNDO_LIMIT = 500
 
 
 class MainWindow(QMainWindow):
@@ -39,12 +23,8 @@ class MainWindow(QMainWindow):
         self.setObjectName("main_window")
         self.setWindowTitle("Specula")
         self.resize(1400, 900)
-        self.store = None
-        self.session: Optional[EditingSession] = None
-        self.undo_stack = QUndoStack(self)
-        self.undo_stack.setUndoLimit(UNDO_LIMIT)
-        self.loader = ImageLoader(self)
-        self.loader.loaded.connect(self._image_loaded)
+        self.ctx: Optional[ProjectContext] = None
+        self.editor: Optional[Editor] = None
         self.stack = QStackedWidget()
         self.start_page = StartPage()
         self.start_page.open_project.connect(self.open_project)
@@ -53,261 +33,158 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.stack)
         self.status_label = QLabel()
         self.statusBar().addPermanentWidget(self.status_label)
-        self.canvas: Optional[CanvasView] = None
-        self.current_rgb = None  # the shown image's pixels, (H, W, 3) uint8 RGB
-        self.assist = None
-        self._closed = False
         self.help = HelpOverlay(self)
-        self.actions_by_name = {}
+        self.window_actions = self._build_actions()
+        self._build_menus()
+        self._restore_layout()
         if project:
             self.open_project(project)
-        else:
-            self._restore_layout()
 
-    # ------------------------------------------------------------ project
-    def open_project(self, folder: str) -> None:
+    # ------------------------------------------------------------ the window's own actions
+    def _build_actions(self) -> dict:
+        A = {}
+        for name, text, keys, fn in (
+            ("file.open", "&Open folder…", "Ctrl+O", self.choose_folder),
+            ("file.close", "&Close project", "Ctrl+W", self.close_project),
+            ("file.quit", "&Quit", "Ctrl+Q", self.close),
+            ("help.show", "&Keyboard shortcuts", ["F1", "?"], self.toggle_help),
+            ("help.about", "&About Specula", "", self.show_about),
+        ):
+            A[name] = make_action(self, name, text, keys, fn)
+        A["file.close"].setEnabled(False)
+        return A
+
+    def _build_menus(self) -> None:
+        A = self.window_actions
+        file_menu = self.menuBar().addMenu("&File")
+        for n in ("file.open", "file.close", None, "file.quit"):
+            file_menu.addSeparator() if n is None else file_menu.addAction(A[n])
+        self.help_menu = self.menuBar().addMenu("&Help")
+        for n in ("help.show", "help.about"):
+            self.help_menu.addAction(A[n])
+
+    @property
+    def actions_by_name(self) -> dict:
+        """Every action of the window and of the open project's editor, by objectName."""
+        return {**self.window_actions, **(self.editor.actions if self.editor is not None else {})}
+
+    # ------------------------------------------------------------ projects
+    def open_project(self, folder: str) -> bool:
+        """Open ``folder`` as a project (replacing the open one); False, with the reason
+        shown, when it cannot be opened: then the open project stays as it was."""
         from annotation.store import ProjectStore, StoreError
 
-        if self.store is not None:
-            QMessageBox.information(self, "Specula", "Restart Specula to open another project.")
-            return
         try:
-            self.store = ProjectStore.open(folder)
+            store = ProjectStore.open(folder, scan=False)  # the folder is scanned in the background
         except StoreError as exc:
             QMessageBox.warning(self, "Cannot open project", str(exc))
-            return
+            return False
+        self.close_project()
         settings.add_recent_project(folder)
-        self.session = s = EditingSession(self.store)
-        self.canvas = CanvasView(s, self.undo_stack)
-        self.canvas.status_message.connect(lambda t: self.statusBar().showMessage(t, 6000))
-        self.canvas.zoom_changed.connect(lambda z: self.status_label.setText(f"{z * 100:.0f} %"))
-        self.stack.addWidget(self.canvas)
-        self.stack.setCurrentWidget(self.canvas)
-        from desktop.assist import Assist
-        from desktop.canvas.markers import WeakClickMarkers
-
-        self.markers = WeakClickMarkers(s)
-        self.canvas.scene().addItem(self.markers)
-        self.assist = Assist(self)
-        self.tools = {t.name: t for t in (SelectTool(self.canvas), PolygonTool(self.canvas), BrushTool(self.canvas),
-                                          EraserTool(self.canvas), SmartBrushTool(self.canvas),
-                                          RerouteTool(self.canvas),
-                                          PromptTool(self.canvas, self.assist.predictor, self.rgb_and_key),
-                                          WeakClickTool(self.canvas))}
-        self.actions_by_name = build_actions(self)
-        self.actions_by_name.update(self.assist.build_actions())
-        self._build_panels()
-        self._build_menus()
-        s.images_changed.connect(self._refresh_images)
-        from desktop.coalesce import Coalesced
-
-        self._refresh_images_later = Coalesced(self._refresh_images, self)
-        s.instance_added.connect(self._refresh_images_later)
-        s.instance_removed.connect(self._refresh_images_later)
-        s.warnings_changed.connect(self._show_warnings)
-        self.undo_stack.indexChanged.connect(lambda _i: s.check_rules())
-        self.set_tool("select")
-        self.setWindowTitle(f"Specula — {Path(folder).name}")
+        self.ctx = ProjectContext(store, self)
+        self.ctx.message.connect(self._say)
+        self.editor = Editor(self, self.ctx)
+        self.editor.build_menus(self.help_menu.menuAction())
+        self.editor.canvas.zoom_changed.connect(lambda z: self.status_label.setText(f"{z * 100:.0f} %"))
+        self.stack.addWidget(self.editor.page)
+        self.stack.setCurrentWidget(self.editor.page)
+        self.window_actions["file.close"].setEnabled(True)
+        title = f"Specula — {Path(store.root).name}"
+        self.setWindowTitle(title + (" (read-only)" if store.read_only else ""))
         self._restore_layout()
-        images = self.store.images()
-        last = settings.last_image(folder)
-        start = next((r for r in images if r.path == last), images[0] if images else None)
-        self._refresh_images()
-        if start is not None:
-            self.open_image(start.id)
+        self.editor.start()
+        return True
+
+    def close_project(self) -> None:
+        """Back to the start page; the project's editor and context are disposed of."""
+        if self.editor is None:
+            return
+        self._save_layout()
+        self.help.hide()
+        editor, self.editor, self.ctx = self.editor, None, None
+        self.stack.removeWidget(editor.page)
+        editor.dispose()
+        self.stack.setCurrentWidget(self.start_page)
+        self.start_page.refresh()
+        self.window_actions["file.close"].setEnabled(False)
+        self.setWindowTitle("Specula")
+        self.status_label.clear()
 
     def choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a folder of images")
         if folder:
             self.open_project(folder)
 
-    def _build_panels(self) -> None:
-        s = self.session
-        self.images_panel = ImagesPanel()
-        self.images_panel.image_chosen.connect(self.open_image)
-        self.palette_panel = PalettePanel(s)
-        self.palette_panel.class_chosen.connect(s.set_current_class)
-        self.palette_panel.class_visibility.connect(s.set_class_hidden)
-        self.palette_panel.palette_chosen.connect(self.choose_palette)
-        self.palette_panel.opacity_changed.connect(self.canvas.set_opacity)
-        self.palette_panel.overlap_toggled.connect(lambda on: setattr(s, "overlap_enabled", on))
-        self.instances_panel = InstancesPanel(s)
-        for title, w, area in (("Images", self.images_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
-                               ("Palette", self.palette_panel, Qt.DockWidgetArea.RightDockWidgetArea),
-                               ("Instances", self.instances_panel, Qt.DockWidgetArea.RightDockWidgetArea),
-                               *self.assist.build_panels()):
-            dock = QDockWidget(title, self)
-            dock.setObjectName(f"dock.{w.objectName()}")
-            dock.setWidget(w)
-            self.addDockWidget(area, dock)
-        tb = QToolBar("Tools", self)
-        tb.setObjectName("toolbar.tools")
-        for t in self.tools.values():
-            tb.addAction(self.actions_by_name[f"tool.{t.name}"])
-        tb.addSeparator()
-        for n in ("edit.undo", "edit.redo", "view.fit", "help.show"):
-            tb.addAction(self.actions_by_name[n])
-        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
+    def _say(self, text: str, ms: int) -> None:
+        self.statusBar().showMessage(text, ms)
 
-    def _build_menus(self) -> None:
-        A = self.actions_by_name
-        groups = {
-            "&File": ["file.open", "file.save", None, "image.next", "image.previous", "image.done", None, "file.quit"],
-            "&Edit": ["edit.undo", "edit.redo", None, "mask.dilate", "mask.erode", "mask.fill_holes",
-                      "mask.remove_small", "mask.split", "mask.merge", "mask.delete", "mask.accept", "mask.hide"],
-            "&Tools": [f"tool.{t}" for t in self.tools] + [None, "brush.bigger", "brush.smaller"],
-            "&Classes": [f"class.{i}" for i in range(1, 10)],
-            "&View": ["view.fit", "view.zoom_in", "view.zoom_out"],
-            **self.assist.menus,
-            "&Help": ["help.show", "help.about"],
-        }
-        for title, names in groups.items():
-            m = self.menuBar().addMenu(title)
-            for n in names:
-                m.addSeparator() if n is None else m.addAction(A[n])
+    # ------------------------------------------------------------ views of the open project (tests, automation)
+    @property
+    def session(self):
+        return None if self.ctx is None else self.ctx.session
 
-    # ------------------------------------------------------------ images
+    @property
+    def store(self):
+        return None if self.ctx is None else self.ctx.store
+
+    @property
+    def undo_stack(self):
+        return None if self.ctx is None else self.ctx.undo_stack
+
+    @property
+    def current_rgb(self):
+        return None if self.ctx is None else self.ctx.current_rgb
+
+    @property
+    def canvas(self):
+        return None if self.editor is None else self.editor.canvas
+
+    @property
+    def assist(self):
+        return None if self.editor is None else self.editor.assist
+
+    @property
+    def images_panel(self):
+        return None if self.editor is None else self.editor.images_panel
+
+    @property
+    def palette_panel(self):
+        return None if self.editor is None else self.editor.palette_panel
+
+    @property
+    def tools(self):
+        return {} if self.editor is None else self.editor.tools
+
+    @property
+    def markers(self):
+        return None if self.editor is None else self.editor.markers
+
+    @property
+    def image_ready(self) -> bool:
+        return self.editor is not None and self.editor.image_ready
+
     def open_image(self, image_id: int) -> None:
-        s = self.session
-        if s is None:
-            return
-        if self.canvas.tool is not None:
-            self.canvas.tool.cancel()
-        self.undo_stack.clear()  # commands refer to the instances of one image
-        s.open_image(image_id)
-        self.current_rgb = None
-        self.assist.predictor.forget_image()
-        self.canvas.set_image(None)
-        settings.set_last_image(self.store.root, s.image.path)
-        self._refresh_images()
-        if s.image.error:
-            self.statusBar().showMessage(f"Cannot show {s.image.path}: {s.image.error}")
-            return
-        self.statusBar().showMessage(f"Loading {s.image.path}…")
-        self._t_load = time.time()
-        self.loader.request(str(self.store.image_file(s.image)))
+        if self.editor is not None:
+            self.editor.navigator.open_image(image_id)
 
-    def _image_loaded(self, _rid, rgb, err) -> None:
-        if self._closed:
-            return
-        if rgb is None:
-            self.statusBar().showMessage(f"Cannot show {self.session.image.path}: {err}")
-            return
-        self.current_rgb = rgb
-        self.canvas.set_image(rgb)
-        self.statusBar().showMessage(f"{self.session.image.path}: {rgb.shape[1]}×{rgb.shape[0]}", 4000)
-        self._precompute_prompts()
+    def choose_palette(self, choice: str) -> None:
+        if self.editor is not None:
+            self.editor.choose_palette(choice)
 
-    def _precompute_prompts(self) -> None:
-        """Embeddings of this image and the next in the background (only with a SAM pair)."""
-        s = self.session
-        nxt = self.images_panel.neighbour(s.image.id, 1)
-        paths = [self.store.image_file(s.image)]
-        if nxt is not None:
-            paths.append(self.store.image_file(self.store.image(nxt)))
-        try:
-            if self.assist.host.has_prompt_model():
-                self.assist.predictor.precompute([str(p) for p in paths])
-        except Exception as exc:  # noqa: BLE001 - a broken registry must not stop the image from showing
-            self.statusBar().showMessage(f"Model registry: {exc}", 6000)
-
-    def rgb_and_key(self):
-        """The shown image's pixels and a key naming them (for embedding caches)."""
-        s = self.session
-        if self.current_rgb is None or s is None or s.image is None:
-            return None, None
-        return self.current_rgb, s.image.sha1 or f"{self.store.image_file(s.image)}"
-
-    def reload_current_image_proposals(self) -> None:
-        """After a project-wide run: show the proposals the worker stored for this image."""
-        if self.session is not None and self.session.image is not None:
-            self.undo_stack.clear()  # older commands may name proposals that were replaced
-            self.session.sync_proposals_from_store()
-        self._refresh_images()
-
+    # ------------------------------------------------------------ help
     def show_about(self) -> None:
         try:
-            from specula.about import about_text
+            from appinfo.about import about_text
 
             text = about_text()
         except Exception as exc:  # noqa: BLE001 - the About box must always open
-            from specula import __version__
+            from appinfo import __version__
 
             text = f"Specula {__version__}\n(details unavailable: {exc})"
         box = QMessageBox(QMessageBox.Icon.Information, "About Specula", text, QMessageBox.StandardButton.Ok, self)
         box.setObjectName("about")
         box.open()
         self.about_box = box
-
-    @property
-    def image_ready(self) -> bool:
-        return self.canvas is not None and self.canvas.image_item is not None
-
-    def step_image(self, step: int) -> None:
-        if self.session is None or self.session.image is None:
-            return
-        nxt = self.images_panel.neighbour(self.session.image.id, step)
-        if nxt is not None:
-            self.open_image(nxt)
-
-    def mark_done(self) -> None:
-        if self.session is not None:
-            self.session.set_image_status(ImageStatus.DONE)
-            self.session.log("image_done")
-
-    def _refresh_images(self) -> None:
-        s = self.session
-        counts = self.store.instance_counts()
-        self.images_panel.refresh(self.store.images(), counts, None if s.image is None else s.image.id)
-        if self.assist is not None and hasattr(self.assist, "review_panel"):
-            self.assist.review_panel.set_project_counts(counts)
-            self.assist.training_panel.refresh_count()
-
-    # ------------------------------------------------------------ tools, classes
-    def set_tool(self, name: str) -> None:
-        self.canvas.set_tool(self.tools[name])
-        self.actions_by_name[f"tool.{name}"].setChecked(True)
-
-    def class_key(self, i: int) -> None:
-        from desktop import operations as ops
-
-        names = self.session.palette.names
-        if i > len(names):
-            return
-        name = names[i - 1]
-        self.session.set_current_class(name)
-        if self.session.selection:
-            ops.change_class(self.canvas, name)
-        self.statusBar().showMessage(f"Current class: {name}", 3000)
-
-    def choose_palette(self, choice: str) -> None:
-        from annotation.palette import PaletteError, resolve_palette
-
-        if choice == LOAD_FILE:
-            path, _ = QFileDialog.getOpenFileName(self, "Load a palette", "", "Palettes (*.toml *.json)")
-            if not path:
-                self.palette_panel.refresh()
-                return
-            choice = path
-        try:
-            palette = resolve_palette(choice)
-        except PaletteError as exc:
-            QMessageBox.warning(self, "Cannot use palette", str(exc))
-            self.palette_panel.refresh()
-            return
-        self.session.set_palette(palette)
-
-    def toggle_hidden(self) -> None:
-        s = self.session
-        for iid in list(s.selection):
-            s.set_hidden(iid, not s.instances[iid].hidden)
-
-    def _show_warnings(self, msgs) -> None:
-        if msgs:
-            self.statusBar().showMessage("⚠ " + msgs[0], 8000)
-
-    def confirm_saved(self) -> None:
-        self.statusBar().showMessage("Every edit is already saved (autosave)", 3000)
 
     def toggle_help(self) -> None:
         if self.help.isVisible():
@@ -325,18 +202,16 @@ class MainWindow(QMainWindow):
         if w is not None:
             self.restoreState(w)
 
-    def closeEvent(self, event) -> None:
-        self._closed = True
+    def _save_layout(self) -> None:
         st = settings.settings()
         st.setValue("window/geometry", self.saveGeometry())
-        st.setValue("window/state", self.saveState())
+        if self.editor is not None:  # the docks exist only with a project
+            st.setValue("window/state", self.saveState())
         st.sync()
-        if self.canvas is not None and self.canvas.tool is not None:
-            self.canvas.tool.cancel()
-        if self.assist is not None:
-            self.assist.close()
-        if self.store is not None:
-            self.store.close()
+
+    def closeEvent(self, event) -> None:
+        self.close_project()
+        self._save_layout()
         super().closeEvent(event)
 
     def resizeEvent(self, event) -> None:

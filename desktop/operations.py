@@ -1,32 +1,25 @@
 """Mask operations on the selection, each pushed as one undo command."""
 from __future__ import annotations
 
+from annotation.delta import MaskDelta
 from annotation.document import Instance, InstanceState
-from annotation.mask import Mask
+from annotation.mask import Mask, union_box
 from desktop.commands import ChangeClassCommand, MaskEditCommand, ReplaceInstancesCommand
 
 
-def _box_union(a, b):
-    if a[2] <= a[0] or a[3] <= a[1]:
-        return b
-    if b[2] <= b[0] or b[3] <= b[1]:
-        return a
-    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
-
-
 def replace_mask(canvas, inst: Instance, new: Mask, action: str, **details) -> bool:
-    """Push the change from ``inst.mask`` to ``new`` as a box delta; False if nothing changed."""
+    """Push the change from ``inst.mask`` to ``new`` as a tile delta; False if nothing changed."""
     s = canvas.session
-    box = _box_union(inst.mask.bbox, new.bbox)
+    box = union_box(inst.mask.bbox, new.bbox)
     if box[2] <= box[0]:
         return False
     before = inst.mask.read_box(box)
-    after = new.read_box(box)
-    after = s.clip(inst.class_name, box, before, after, exclude_id=inst.id)
-    if (before == after).all():
+    after = s.clip(inst.class_name, box, before, new.read_box(box), exclude_id=inst.id)
+    delta = MaskDelta.from_box(box, before, after)
+    if delta.is_empty:
         canvas.message(f"{action.replace('_', ' ')}: nothing changed")
         return False
-    canvas.push(MaskEditCommand(s, inst.id, box, before, after, action, **details))
+    canvas.push(MaskEditCommand(s, inst.id, delta, action, **details))
     return True
 
 
@@ -99,10 +92,3 @@ def change_class(canvas, class_name: str) -> None:
     if ids:
         canvas.push(ChangeClassCommand(s, ids, class_name))
 
-
-def accept(canvas) -> None:
-    s = canvas.session
-    for i in list(s.selection):
-        if s.instances[i].state is not InstanceState.ACCEPTED:
-            s.set_state(i, InstanceState.ACCEPTED)
-            s.log("accept", instance_id=i, class_name=s.instances[i].class_name)

@@ -18,7 +18,8 @@ META_RETRAIN_AFTER = "training.retrain_after"
 
 
 def accepted_count(store) -> int:
-    return sum(c.get("accepted", 0) for c in store.instance_counts().values())
+    """Accepted instances in the project (counts cached in the store: one small query)."""
+    return store.totals().get("accepted", 0)
 
 
 class TrainingPanel(QWidget):
@@ -51,7 +52,7 @@ class TrainingPanel(QWidget):
         self.retrain_after.setValue(int(store.get_meta(META_RETRAIN_AFTER, "50") or 50))
         self.retrain_after.valueChanged.connect(lambda v: store.set_meta(META_RETRAIN_AFTER, str(v)))
         self.auto = QCheckBox("retrain automatically", objectName="training.auto")
-        self.auto.setChecked(True)
+        self.auto.setChecked(False)  # training never starts unless the user asks
         row = QHBoxLayout()
         row.addWidget(self.retrain_after)
         row.addWidget(self.auto)

@@ -8,21 +8,14 @@ from typing import Optional, Sequence
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
+from appinfo.relaunch import own_command
+
 GRACE_MS = 3000
 STDERR_KEEP = 20000
 
 
 def train_command(project: str, task: str, epochs: int, extra: Sequence[str] = ()) -> list[str]:
     """The command line that trains ``project`` (our own executable, frozen or not)."""
-    try:
-        from specula.subprocess_cmd import own_command
-    except ImportError:  # the packaging module is absent: the same logic
-        import sys
-
-        def own_command(*args: str) -> list[str]:
-            if getattr(sys, "frozen", False):
-                return [sys.executable, *args]
-            return [sys.executable, "-m", "specula", *args]
     return own_command("train", str(project), "--task", task, "--epochs", str(int(epochs)), "--json", *extra)
 
 
@@ -81,7 +74,20 @@ class TrainingProcess(QObject):
         self.stopping = True
         p = self.proc
         p.terminate()
-        QTimer.singleShot(GRACE_MS, lambda: p.kill() if p.state() != QProcess.ProcessState.NotRunning else None)
+        # the process is the timer's context: if it is deleted first, the timer goes with it
+        QTimer.singleShot(GRACE_MS, p, lambda: p.kill() if p.state() != QProcess.ProcessState.NotRunning else None)
+
+    def shutdown(self) -> None:
+        """Stop and wait for the end (the project is closing): terminate, then kill after
+        the grace period; returns once the process is gone."""
+        if not self.running:
+            return
+        self.stopping = True
+        p = self.proc
+        p.terminate()
+        if not p.waitForFinished(GRACE_MS):
+            p.kill()
+            p.waitForFinished(GRACE_MS)
 
     def _stdout(self) -> None:
         self._buf += bytes(self.proc.readAllStandardOutput())

@@ -32,6 +32,8 @@ class JobRunner(QObject):
         result(rid, value): the job's return value, only for the current request;
         error(rid, message): what went wrong (never swallowed), only for the current request;
         progress(rid, done, total): from the job's ``progress`` callback;
+        partial(rid, value): a piece of the result handed over early by the job's ``emit``
+            callback (one image of a project run), only for the current request;
         dropped(rid, value): a stale request's return value (not applied), for clean-up;
         finished(rid): always, for every request, after result or error.
     """
@@ -40,7 +42,9 @@ class JobRunner(QObject):
     dropped = Signal(int, object)
     error = Signal(int, str)
     progress = Signal(int, int, int)
+    partial = Signal(int, object)
     finished = Signal(int)
+    _partial = Signal(int, object)
     _result = Signal(int, object)
     _error = Signal(int, str)
 
@@ -54,14 +58,16 @@ class JobRunner(QObject):
         self.running: set[int] = set()
         self.cancel_event = threading.Event()
         self._result.connect(self._on_result)
+        self._partial.connect(self._on_partial)
         self._error.connect(self._on_error)
 
     @property
     def busy(self) -> bool:
         return bool(self.running)
 
-    def submit(self, fn: Callable[..., Any], *, with_progress: bool = False, with_cancel: bool = False) -> int:
-        """Run ``fn()`` (or ``fn(progress=..., cancel=...)``) in the pool; returns the request id."""
+    def submit(self, fn: Callable[..., Any], *, with_progress: bool = False, with_cancel: bool = False,
+               with_emit: bool = False) -> int:
+        """Run ``fn()`` (or ``fn(progress=..., cancel=..., emit=...)``) in the pool; returns the request id."""
         rid = next(self._ids)
         self.current = rid
         self.cancel_event.set()  # the older request is stale: let it stop early
@@ -72,6 +78,8 @@ class JobRunner(QObject):
             kwargs["progress"] = lambda done, total, *_: self.progress.emit(rid, int(done), int(total))
         if with_cancel:
             kwargs["cancel"] = cancel
+        if with_emit:
+            kwargs["emit"] = lambda value: self._deliver("_partial", rid, value)
 
         def job() -> None:
             try:
@@ -79,15 +87,21 @@ class JobRunner(QObject):
             except Exception as exc:  # reported by signal, never swallowed
                 msg = f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
                 traceback.print_exc()
-                self._error.emit(rid, msg)
+                self._deliver("_error", rid, msg)
             else:
-                self._result.emit(rid, value)
+                self._deliver("_result", rid, value)
 
         if self.sync:
             job()
         else:
             self.pool.start(_Job(job))
         return rid
+
+    def _deliver(self, signal: str, rid: int, value: object) -> None:
+        try:
+            getattr(self, signal).emit(rid, value)
+        except RuntimeError:  # the runner was deleted with its project meanwhile: nobody is listening
+            pass
 
     def cancel(self) -> None:
         self.cancel_event.set()
@@ -100,6 +114,10 @@ class JobRunner(QObject):
                 self.dropped.emit(rid, value)
         finally:
             self._done(rid)
+
+    def _on_partial(self, rid: int, value: object) -> None:
+        if rid == self.current:
+            self.partial.emit(rid, value)
 
     def _on_error(self, rid: int, msg: str) -> None:
         try:

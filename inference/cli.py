@@ -48,9 +48,20 @@ def cmd_propose(args: argparse.Namespace) -> int:
         store = ProjectStore.open(args.project, create=False)
     except StoreError as exc:
         return _fail(str(exc))
+    if store.read_only:
+        store.close()
+        return _fail(f"cannot store proposals: {store.read_only}")
+    registry = _registry(args)
+    if name is None:
+        # the same rule as the editor and the headless job: the model made for this palette
+        info, why = registry.model_for_palette(store.palette)
+        if info is None:
+            store.close()
+            return _fail(f"{why}; name one with --model NAME, or train or import one for this palette")
+        name, version = info.name, info.version
     bar: Any = None
     try:
-        engine = Engine(_registry(args), device=args.device)
+        engine = Engine(registry, device=args.device)
         print(engine.device_report, file=sys.stderr)
         engine.on_message = lambda text: print(text, file=sys.stderr)
 
@@ -124,7 +135,8 @@ def add_parsers(subparsers: Any) -> None:
     """Add ``propose`` and ``models`` to an ``argparse`` subparsers object; handlers in ``func``."""
     p = subparsers.add_parser("propose", help="propose masks for a project's images with a model")
     p.add_argument("project", help="project folder")
-    p.add_argument("--model", help="NAME or NAME@VERSION (default: the active model)")
+    p.add_argument("--model", help="NAME or NAME@VERSION (default: the model the registry chooses for the "
+                                    "project's palette: your own before shipped ones, then the newest)")
     p.add_argument("--images", help="glob on project-relative paths, e.g. 'span3/*.jpg'")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--registry", help=argparse.SUPPRESS)

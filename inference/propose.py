@@ -1,24 +1,86 @@
-"""Proposing for a whole project: each image's old proposals replaced by the engine's new ones."""
+"""Proposals into a project: the one function that stores them, and a run over many images.
+
+``store_proposals`` is the only way proposals enter a project: it replaces one image's
+``proposed`` instances by new ones and logs the run, in one transaction. The desktop
+(this image, the whole project, undo and redo of a run), ``specula propose`` and the
+headless job all go through it, always on the connection of the process that owns the
+project; workers only compute (``image_proposals``) and hand their results over.
+"""
 from __future__ import annotations
 
 import fnmatch
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
-from annotation.document import Instance, InstanceState, model_origin
+from annotation.document import ImageRecord, Instance, InstanceState, model_origin
 from annotation.store import ProjectStore
 from inference.engine import Engine
-from inference.tiling import Cancelled, is_cancelled
+from inference.proposal import Proposal
+from annotation.cancel import is_cancelled
+from inference.tiling import Cancelled
+
+
+def instances_from_proposals(image_id: int, proposals: Iterable[Proposal]) -> list[Instance]:
+    """The engine's proposals as (not yet stored) ``proposed`` instances of one image."""
+    return [
+        Instance(image_id, p.class_name, p.mask, InstanceState.PROPOSED, model_origin(p.model, p.version),
+                 float(p.score))
+        for p in proposals
+    ]
+
+
+def store_proposals(
+    store: ProjectStore,
+    image_id: int,
+    instances: Sequence[Instance],
+    *,
+    action: str = "propose",
+    started: Optional[float] = None,
+    sha1: Optional[str] = None,
+    **details: Any,
+) -> list[int]:
+    """Replace the image's proposals by ``instances`` and log it: one transaction.
+
+    Accepted and rejected instances stay. An instance whose ``id`` is set keeps it (the
+    undo of a run brings the earlier proposals back under their own ids). ``action`` and
+    ``details`` make the log row (``propose`` with model, version and count; ``undo`` /
+    ``redo`` of a run). ``sha1`` records the image's hash when it was not known yet.
+    Returns the stored ids, in order.
+    """
+    with store.transaction():
+        if sha1 is not None:
+            store.set_image_sha1(image_id, sha1)
+        store.delete_instances(image_id, [InstanceState.PROPOSED])
+        for inst in instances:
+            inst.image_id = image_id
+        ids = store.add_instances(instances)
+        store.log(action, image_id=image_id, started=started, **details)
+    return ids
+
+
+@dataclass
+class ImageProposals:
+    """One image's result of a run, ready for ``store_proposals``."""
+
+    image_id: int
+    path: str
+    instances: list[Instance]
+    model: str
+    version: str
+    started: float
+    sha1: Optional[str] = None  # set when the image's hash was computed by this run
+
+    def store(self, store: ProjectStore, params: Optional[Mapping[str, Any]] = None) -> list[int]:
+        return store_proposals(store, self.image_id, self.instances, started=self.started, sha1=self.sha1,
+                               model=self.model, version=self.version, proposals=len(self.instances),
+                               params=dict(params or {}))
 
 
 @dataclass
 class ProposeSummary:
-    """What ``propose_project`` did.
-
-    ``skipped`` maps an image's project-relative path to the reason it was skipped
-    (unreadable file, model error on that image).
-    """
+    """What a run did. ``skipped`` maps an image's project-relative path to the reason it
+    was skipped (unreadable file, model error on that image)."""
 
     model: str = ""
     version: str = ""
@@ -39,6 +101,74 @@ class ProposeSummary:
         return text
 
 
+def image_proposals(
+    root: Any,
+    records: Sequence[ImageRecord],
+    engine: Engine,
+    model: Optional[str] = None,
+    version: Optional[str] = None,
+    params: Optional[Mapping[str, Any]] = None,
+    *,
+    summary: Optional[ProposeSummary] = None,
+    progress: Optional[Callable[[int, int, str], None]] = None,
+    cancel: object = None,
+    on_message: Optional[Callable[[str], None]] = None,
+) -> Iterator[ImageProposals]:
+    """Run the engine on ``records`` (images under the folder ``root``), yielding each
+    image's proposals; touches no database, so it may run in any thread or process.
+
+    Unreadable images and images the model cannot take are skipped (recorded in
+    ``summary.skipped``); ``cancel`` (Event or callable) stops between images and inside
+    tiled inference; ``progress(done, total, path)`` follows every image. Raises
+    ``ModelError`` when the model cannot load at all, before any image is read.
+    """
+    from pathlib import Path
+
+    from annotation.images import ImageReadError, image_sha1, load_image
+
+    say = on_message or (lambda text: None)
+    summary = summary if summary is not None else ProposeSummary()
+    start = time.perf_counter()
+    pipe = engine.pipeline(model, version)  # fail early, before touching any image
+    summary.model, summary.version = pipe.info.name, pipe.info.version
+    total = len(records)
+    try:
+        for i, rec in enumerate(records):
+            if is_cancelled(cancel):
+                summary.cancelled = True
+                return
+            path = Path(root) / rec.path
+            t0 = time.time()
+            try:
+                loaded = load_image(path)
+                sha1 = None if rec.sha1 else image_sha1(path)
+                proposals = engine.propose(loaded.rgb, model, version, params, cancel=cancel,
+                                           image_key=rec.sha1 or sha1)
+            except Cancelled:
+                summary.cancelled = True
+                return
+            except (ImageReadError, OSError, ValueError) as exc:
+                # an unreadable file, or an image the model cannot take: the others go on
+                summary.skipped[rec.path] = str(exc)
+                say(f"skipped {rec.path}: {exc}")
+            else:
+                name, ver = summary.model, summary.version
+                if proposals:
+                    name, ver = proposals[0].model, proposals[0].version
+                summary.model, summary.version = name, ver
+                summary.images += 1
+                summary.proposals += len(proposals)
+                yield ImageProposals(rec.id, rec.path, instances_from_proposals(rec.id, proposals), name, ver,  # type: ignore[arg-type]
+                                     t0, sha1)
+            if progress:
+                progress(i + 1, total, rec.path)
+    finally:
+        for text in engine.messages:
+            if text not in summary.messages:
+                summary.messages.append(text)
+        summary.seconds = time.perf_counter() - start
+
+
 def propose_project(
     store: ProjectStore,
     engine: Engine,
@@ -51,80 +181,13 @@ def propose_project(
     params: Optional[Mapping[str, Any]] = None,
     on_message: Optional[Callable[[str], None]] = None,
 ) -> ProposeSummary:
-    """Run the engine on the project's images (those matching ``images_glob``, a pattern on
-    the project-relative POSIX path, e.g. ``"span3/*.jpg"``).
-
-    Per image, in one transaction: the image's ``proposed`` instances are deleted, the new
-    proposals stored with ``origin = name@version`` and their scores, and a ``propose``
-    interaction logged. Accepted and rejected instances are left alone. Unreadable images
-    are skipped with their reason. ``progress(done, total, path)`` is called after each
-    image; ``cancel`` (Event or callable) stops between images.
-
-    Raises ``ModelError`` when no model can be loaded at all.
-    """
-    from annotation.images import ImageReadError, image_sha1, load_image
-
-    say = on_message or (lambda text: None)
+    """Propose on the project's images (those matching ``images_glob``, a pattern on the
+    project-relative POSIX path, e.g. ``"span3/*.jpg"``) and store each image's result
+    with ``store_proposals`` as soon as it is ready (a killed run keeps every finished
+    image). Raises ``ModelError`` when no model can be loaded at all."""
     summary = ProposeSummary()
-    start = time.perf_counter()
-    pipe = engine.pipeline(model, version)  # fail early, before touching any image
-    summary.model, summary.version = pipe.info.name, pipe.info.version
     records = [r for r in store.images() if images_glob is None or fnmatch.fnmatch(r.path, images_glob)]
-    for i, rec in enumerate(records):
-        if is_cancelled(cancel):
-            summary.cancelled = True
-            break
-        path = store.image_file(rec)
-        try:
-            loaded = load_image(path)
-            sha1 = rec.sha1 or image_sha1(path)
-        except (ImageReadError, OSError) as exc:
-            summary.skipped[rec.path] = str(exc)
-            say(f"skipped {rec.path}: {exc}")
-            if progress:
-                progress(i + 1, len(records), rec.path)
-            continue
-        t0 = time.time()
-        try:
-            proposals = engine.propose(loaded.rgb, model, version, params, cancel=cancel, image_key=sha1)
-        except Cancelled:
-            summary.cancelled = True
-            break
-        except ValueError as exc:  # an image the model cannot take (e.g. wrong size); others go on
-            summary.skipped[rec.path] = str(exc)
-            say(f"skipped {rec.path}: {exc}")
-            continue
-        if proposals:
-            name, ver = proposals[0].model, proposals[0].version
-        else:
-            info = engine.pipeline(model, version).info
-            name, ver = info.name, info.version
-        with store.transaction():
-            if rec.sha1 is None:
-                store.set_image_sha1(rec.id, sha1)  # type: ignore[arg-type]
-            store.delete_instances(rec.id, [InstanceState.PROPOSED])  # type: ignore[arg-type]
-            store.add_instances(
-                Instance(
-                    image_id=rec.id,  # type: ignore[arg-type]
-                    class_name=p.class_name,
-                    mask=p.mask,
-                    state=InstanceState.PROPOSED,
-                    origin=model_origin(p.model, p.version),
-                    score=p.score,
-                )
-                for p in proposals
-            )
-            store.log(
-                "propose", image_id=rec.id, started=t0, model=name, version=ver, proposals=len(proposals),
-                params=dict(params or {}),
-            )
-        summary.images += 1
-        summary.proposals += len(proposals)
-        summary.model, summary.version = name, ver
-        if progress:
-            progress(i + 1, len(records), rec.path)
-    for text in engine.messages:
-        if text not in summary.messages:
-            summary.messages.append(text)
-    summary.seconds = time.perf_counter() - start
+    for result in image_proposals(store.root, records, engine, model, version, params, summary=summary,
+                                  progress=progress, cancel=cancel, on_message=on_message):
+        result.store(store, params)
     return summary

@@ -24,12 +24,20 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
+
+from annotation.files import atomic_write_bytes
+
+if TYPE_CHECKING:  # only for the type hint; the registry reads a palette's name and classes
+    from annotation.palette import Palette
 
 MANIFEST = "manifest.json"
 ACTIVE_FILE = "active.json"
 TASKS = ("semantic", "cam", "instance", "prompt")
+# the tasks whose models propose instances for a whole image (prompt models answer clicks)
+PROPOSING_TASKS = ("semantic", "cam", "instance")
 ACTIVATIONS = ("softmax", "sigmoid", "none")
 # weight files each task can run from; a version needs one of the alternatives
 REQUIRED_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -225,20 +233,7 @@ def check_files(info: ModelInfo) -> None:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_bytes(path, json.dumps(data, indent=2).encode("utf-8"))
 
 
 class Registry:
@@ -392,6 +387,48 @@ class Registry:
         _write_json_atomic(self.root / ACTIVE_FILE, data)
         return self.get(name, known[idx - 1])
 
+    # ---------------------------------------------------------------- the model for a palette
+    def model_for_palette(self, palette: "Palette") -> tuple[Optional[ModelInfo], str]:
+        """The model that proposes for a project with ``palette``: (its active version, why).
+
+        The one rule every caller uses (editor, ``specula propose``, the headless job, the
+        self-test). A model is a candidate when its task proposes (semantic, cam, instance)
+        and every class it predicts (its classes minus the manifest's ``background_class``)
+        is a class of the palette; each model is judged by its active version. Among
+        several candidates: the user's own (trained or imported, not shipped) before
+        shipped ones, then the most recently created (manifest ``created``; none counts
+        as oldest), then by name. Returns (None, a one-line reason naming the palette,
+        its classes and the models there are) when no model fits; otherwise the reason
+        says why this one was chosen.
+        """
+        wanted = set(palette.names)
+        actives: list[ModelInfo] = []
+        for name in sorted({i.name for i in self.list() if i.task in PROPOSING_TASKS}):
+            try:
+                actives.append(self.active(name))
+            except ModelError:  # a model that cannot be resolved cannot be chosen
+                continue
+        fitting = [
+            i for i in actives
+            if i.task in PROPOSING_TASKS and _predicted(i.manifest) and _predicted(i.manifest) <= wanted
+        ]
+        if not fitting:
+            known = "; ".join(
+                f"{i.name} [{', '.join(c for c in i.manifest.classes if c != i.manifest.background_class)}]"
+                for i in actives
+            ) or "none"
+            return None, (
+                f"no model proposes for palette '{palette.name}' (classes: {', '.join(palette.names)}); "
+                f"models there are: {known}"
+            )
+        fitting.sort(key=lambda i: (i.read_only, -_created_seconds(i.manifest), i.name))
+        best = fitting[0]
+        if len(fitting) == 1:
+            return best, f"the only model whose classes are all in palette '{palette.name}'"
+        others = ", ".join(i.name for i in fitting[1:])
+        return best, (f"chosen over {others} for palette '{palette.name}': your own models before shipped ones, "
+                      f"then the most recently created")
+
     # ---------------------------------------------------------------- change detection
     def generation(self) -> int:
         """A number that changes when a version is published, removed or activated.
@@ -506,6 +543,19 @@ class Registry:
             return self.publish(tmpdir, man)
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _predicted(manifest: Manifest) -> set[str]:
+    """The classes a model proposes: its classes without the background."""
+    return {c for c in manifest.classes if c != manifest.background_class}
+
+
+def _created_seconds(manifest: Manifest) -> float:
+    """When the version was created (``created`` of the manifest), as a POSIX time; 0 when unknown."""
+    try:
+        return datetime.fromisoformat(manifest.created).timestamp()
+    except ValueError:  # missing or hand-written: such a version counts as the oldest
+        return 0.0
 
 
 def _guess_from_onnx(path: Path) -> tuple[str, list[str], Optional[tuple[int, int]]]:

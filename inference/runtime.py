@@ -146,12 +146,6 @@ class OnnxRuntime:
             return sess
 
 
-def onnx_input_shape(sess: Any) -> tuple[str, list]:
-    """(name, shape) of a session's first input; dynamic dimensions are strings or None."""
-    inp = sess.get_inputs()[0]
-    return inp.name, list(inp.shape)
-
-
 class TorchRuntime:
     """TorchScript modules on the requested device; CUDA falls back to CPU with a reason.
 

@@ -13,21 +13,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from annotation.cancel import is_cancelled
+
 TileFn = Callable[[np.ndarray], np.ndarray]
 
 
 class Cancelled(Exception):
     """Raised when the caller's cancel flag is set; nothing partial is returned."""
-
-
-def is_cancelled(cancel: object) -> bool:
-    """``cancel`` may be None, a ``threading.Event``-like object or a callable returning bool."""
-    if cancel is None:
-        return False
-    is_set = getattr(cancel, "is_set", None)
-    if callable(is_set):
-        return bool(is_set())
-    return bool(cancel())  # type: ignore[operator]
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -14,11 +14,11 @@ APP_NAME = "specula"
 
 
 def read_version() -> str:
-    """``specula.__version__`` read from its one module, without importing the package."""
-    text = (REPO / "specula" / "__init__.py").read_text(encoding="utf-8")
+    """``appinfo.__version__`` read from its one module, without importing the package."""
+    text = (REPO / "appinfo" / "__init__.py").read_text(encoding="utf-8")
     match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', text, re.M)
     if not match:
-        raise RuntimeError("specula/__init__.py has no __version__ = '...' line")
+        raise RuntimeError("appinfo/__init__.py has no __version__ = '...' line")
     return match.group(1)
 
 
@@ -36,8 +36,8 @@ DATAS: list[tuple[str, str]] = [
 # Our packages: every submodule is collected, because the CLI loads its subcommand
 # modules by name (specula.cli._PARSER_PLUGINS) and PyInstaller cannot see those imports.
 OUR_PACKAGES = {
-    "field": ["specula", "annotation", "inference", "desktop", "assets"],
-    "workstation": ["specula", "annotation", "inference", "desktop", "assets", "training"],
+    "field": ["specula", "appinfo", "annotation", "inference", "desktop", "assets"],
+    "workstation": ["specula", "appinfo", "annotation", "inference", "desktop", "assets", "training"],
 }
 
 # Dependencies of pyproject.toml that no module imports by name yet (or only lazily,

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Callable, Optional, Sequence
 
-from specula import __version__
+from appinfo import __version__
 
 EXIT_OK = 0
 EXIT_FAIL = 1

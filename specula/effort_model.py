@@ -113,7 +113,7 @@ class SubprocessTrainer:
     def train(self, examples: Sequence[LabelledExample], round_index: int) -> ProposalSource:
         self._write_project(examples)
         if self.command == self.DEFAULT_COMMAND:
-            from specula.subprocess_cmd import own_command  # the bundle relaunches itself
+            from appinfo.relaunch import own_command  # the bundle relaunches itself
 
             argv = own_command("train", str(self.project_dir), "--task", "semantic", "--name", self.model,
                                "--registry", str(self.registry_dir), "--epochs", str(self.epochs), "--json")

@@ -128,31 +128,30 @@ def _load_json(p: Path, role: str, truth: Optional[dict[str, EvalImage]]) -> dic
 
 def _load_results(p: Path, entries: list, truth: Optional[dict[str, EvalImage]]) -> dict[str, EvalImage]:
     """A COCO results list: ``image_id`` is matched to the truth image of the same key or order."""
-    from annotation.rle import RLEError, segmentation_to_full
+    from annotation.formats.coco import read_coco_results
+    from annotation.formats.common import FormatError
+    from annotation.rle import RLEError
 
     if truth is None:
         raise SourceError(f"{p}: a COCO results list needs the truth for image sizes; pass it as GT")
     keys = sorted(truth)
     out = {k: EvalImage(k, truth[k].size) for k in keys}
-    for n, e in enumerate(entries):
-        if not isinstance(e, dict) or "segmentation" not in e:
-            raise SourceError(f"{p}: result {n} has no segmentation; not a COCO results file")
-        iid = str(e.get("file_name", e.get("image_id")))
-        key = Path(iid).stem if Path(iid).stem in out else None
-        if key is None and isinstance(e.get("image_id"), int) and 1 <= e["image_id"] <= len(keys):
-            key = keys[e["image_id"] - 1]
+    try:
+        results = read_coco_results(entries, str(p))
+    except FormatError as exc:
+        raise SourceError(str(exc)) from None
+    for n, r in enumerate(results):
+        key = r.image_key if r.image_key in out else None
+        if key is None and isinstance(r.image_id, int) and 1 <= r.image_id <= len(keys):
+            key = keys[r.image_id - 1]
         if key is None:
             continue
-        h, w = out[key].size
         try:
-            full = segmentation_to_full(e["segmentation"], h, w)
+            mask = r.mask(*out[key].size)
         except RLEError as exc:
             raise SourceError(f"{p}: result {n}: {exc}") from None
-        if not full.any():
-            continue
-        mask = Mask.from_full(full)
-        cls = str(e.get("category_name", e.get("category_id")))
-        out[key].instances.append(CocoInstance(cls, mask, float(e.get("score", 1.0))))
+        if mask is not None:
+            out[key].instances.append(CocoInstance(str(r.class_name), mask, r.score))
     return out
 
 

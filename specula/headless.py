@@ -1,8 +1,9 @@
 """The headless main job: what ``specula PROJECT`` does on a machine with no display.
 
-Open (and scan) the project, propose with the default model that fits its palette,
-print its statistics, export COCO to ``<project>/exports/coco.json``. The helpers here
-(model choice, proposing over a project, COCO export) are shared with the self-test.
+Open (and scan) the project, propose with the model the registry chooses for its
+palette (``Registry.model_for_palette``), print its statistics, export COCO to
+``<project>/exports/coco.json``. The helpers here (proposing over a project, COCO
+export) are shared with the self-test.
 No Qt, no torch at import; onnxruntime only once a proposal runs.
 """
 from __future__ import annotations
@@ -12,47 +13,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 EXPORT_RELATIVE = Path("exports") / "coco.json"
-# palette name -> what the default model's name contains
-DEFAULT_MODEL_HINTS = {"mirror-glass": "mirror-glass", "inspection": "cracks"}
-PROPOSAL_TASKS = ("semantic", "cam", "instance")
 
 Progress = Optional[Callable[[int, int], None]]
 
 
-class HeadlessError(Exception):
-    """A step that cannot go on; the message says what happened and what to do."""
-
-
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-# ------------------------------------------------------------------ model choice
-def default_model_for(palette_name: str, registry: Any) -> tuple[Optional[Any], str]:
-    """(ModelInfo or None, why) of the model that proposes for a palette.
-
-    The model whose name contains the palette's hint (``mirror-glass`` -> ``mirror-glass``,
-    ``inspection`` -> ``cracks``) and whose task makes proposals; its active version.
-    For another palette: the registry's only proposal model, if there is just one.
-    """
-    from inference.registry import ModelError
-
-    infos = [i for i in registry.list() if i.task in PROPOSAL_TASKS]
-    hint = DEFAULT_MODEL_HINTS.get(palette_name)
-    if hint is not None:
-        names = sorted({i.name for i in infos if hint in i.name})
-    else:
-        names = sorted({i.name for i in infos})
-        if len(names) > 1:
-            return None, f"several models ({', '.join(names)}) and none is the default for palette '{palette_name}'"
-    if not names:
-        known = ", ".join(sorted({i.name for i in infos})) or "none"
-        wanted = f"model named *{hint}*" if hint else "proposal model"
-        return None, f"no {wanted} for palette '{palette_name}' in the registry (models: {known})"
-    try:
-        return registry.active(names[0]), ""
-    except ModelError as exc:
-        return None, str(exc)
 
 
 # ------------------------------------------------------------------ proposing
@@ -84,28 +50,11 @@ def propose_store(store: Any, info: Any, registry: Any, *, progress: Progress = 
 # ------------------------------------------------------------------ export
 def export_coco(store: Any, out_path: Path, states: tuple[str, ...] = ("accepted", "proposed")) -> list[str]:
     """Write the project's instances in ``states`` as COCO (RLE) to ``out_path``; returns warnings."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        from annotation.formats.project_io import export_project
-    except ImportError:
-        export_project = None
-    if export_project is not None:
-        report = export_project(store, "coco", str(out_path), states=states, polygons=False, progress=None)
-        return list(getattr(report, "warnings", []) or [])
-    # the format module directly, while project_io is absent
-    from annotation.formats.coco import export_coco as write_coco
-    from annotation.formats.common import LabelledImage, LabelledInstance
+    from annotation.formats.project_io import export_project
 
-    images = []
-    for im in store.images():
-        if im.error:
-            continue
-        insts = [
-            LabelledInstance(i.class_name, i.mask, i.score, i.origin, False, i.state.value)
-            for i in store.instances(image_id=im.id, states=states)
-        ]
-        images.append(LabelledImage(im.path, im.size, insts))
-    return list(write_coco(images, store.palette, out_path) or [])
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    report = export_project(store, "coco", str(out_path), states=states, polygons=False, progress=None)
+    return list(report.warnings)
 
 
 # ------------------------------------------------------------------ the job
@@ -128,12 +77,16 @@ def run_headless(project: str | Path) -> int:
             scan = store.scan_images(progress=progress)
         say(f"opened {store.root}: {len(store.images())} images ({len(scan.added)} new, "
             f"{len(scan.missing)} missing, {len(scan.errors)} unreadable), palette '{store.palette.name}'")
+        if scan.skipped:
+            say(f"  no scan for new images: {scan.skipped}")
         for path, reason in list(scan.errors.items())[:20]:
             say(f"  unreadable: {path}: {reason}")
 
         registry = Registry.default()
-        info, why = default_model_for(store.palette.name, registry)
-        if info is None:
+        info, why = registry.model_for_palette(store.palette)
+        if store.read_only:
+            say(f"no proposals: {store.read_only}")
+        elif info is None:
             say(f"no proposals: {why}; add a model with `specula models import` or train one "
                 f"(registry: {user_data_dir() / 'models'})")
         else:

@@ -1,7 +1,6 @@
 """Terminal progress for long jobs: a tqdm bar on stderr, fed by (done, total) calls."""
 from __future__ import annotations
 
-from typing import Callable, Optional
 
 
 class TerminalProgress:
@@ -36,4 +35,3 @@ class TerminalProgress:
             self._bar.close()
 
 
-ProgressFn = Optional[Callable[[int, int], None]]

@@ -1,4 +1,5 @@
-"""``specula import``, ``specula export`` and ``specula stats``: labels in and out, no Qt, no torch."""
+"""``specula init``, ``specula import``, ``specula export`` and ``specula stats``: projects and
+labels in and out, no Qt, no torch."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,12 @@ EXPORT_FORMATS = ("coco", "labelme", "cvat", "color-masks")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="make a folder of images a Specula project (database, palette, scan)")
+    p.add_argument("folder", help="the folder of images (searched recursively)")
+    p.add_argument("--palette", help="a shipped palette (mirror-glass, inspection) or a palette file; "
+                                     "default mirror-glass for a new project")
+    p.set_defaults(handler=cmd_init)
+
     p = sub.add_parser("import", help="import labels into a project (they become accepted)")
     p.add_argument("project")
     p.add_argument("--from", dest="fmt", required=True, choices=IMPORT_FORMATS)
@@ -46,6 +53,53 @@ def _open_store(project: str, palette_arg: str | None = None, create: bool = Tru
         return ProjectStore.open(project, palette=palette, create=create)
     except (StoreError, PaletteError) as exc:
         raise CommandError(str(exc)) from None
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create the project (or report the one there is) and scan its images; one summary line."""
+    from annotation.palette import PaletteError, resolve_palette
+    from annotation.store import DB_NAME, ProjectStore, StoreError
+
+    try:
+        palette = resolve_palette(args.palette) if args.palette else None
+    except PaletteError as exc:
+        return fail(str(exc))
+    existed = (Path(args.folder) / DB_NAME).is_file()
+    try:
+        # an existing project keeps its palette: it is compared below, never replaced here
+        store = ProjectStore.open(args.folder, palette=None if existed else palette, scan=False)
+    except StoreError as exc:
+        return fail(str(exc))
+    try:
+        if store.in_memory:
+            return fail(f"cannot create a project in {store.root}: {store.read_only}")
+        current = store.palette
+        if existed and palette is not None and palette != current:
+            return fail(
+                f"{store.root} is already a Specula project with palette '{current.name}' "
+                f"({', '.join(current.names)}); --palette {args.palette} would change it: leave --palette out "
+                f"to keep the project's palette"
+            )
+        with TerminalProgress("scan", "image") as progress:
+            report = store.scan_images(progress=progress)
+        images = len(store.known_image_paths())
+    finally:
+        store.close()
+    for path, reason in list(report.errors.items())[:20]:
+        print(f"warning: unreadable: {path}: {reason}", file=sys.stderr)
+    details = [f"{len(report.added)} new"]
+    if report.errors:
+        details.append(f"{len(report.errors)} unreadable")
+    if report.missing:
+        details.append(f"{len(report.missing)} missing")
+    line = (
+        f"{'project' if existed else 'created project'} {store.root}: {images} images ({', '.join(details)}), "
+        f"palette '{current.name}' ({', '.join(current.names)})"
+    )
+    if report.skipped:
+        line += f"; not scanned: {report.skipped}"
+    print(line)
+    return EXIT_OK
 
 
 def cmd_import(args: argparse.Namespace) -> int:

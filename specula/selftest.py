@@ -7,8 +7,8 @@ user's projects, settings and registry are never touched):
   runtime   ONNX Runtime loads; which providers it has and which it will use
   torch     present in a workstation build, absent in a field build
   sample    the sample project is copied and opened
-  model     the shipped default model for the palette (or, when none is shipped, a tiny
-            built-in test model) loads
+  model     the shipped model the registry chooses for the palette (or, when none is
+            shipped, a tiny built-in test model) loads
   propose   proposals are made and stored
   edit      a proposal is painted on (Mask.paint_disk), accepted and logged in one transaction
   export    the project is exported as COCO (RLE)
@@ -91,8 +91,8 @@ def cmd_self_test(args: argparse.Namespace) -> int:
 
 
 def run_self_test(keep: bool = False) -> int:
-    from specula import __version__
-    from specula.about import bundle_kind
+    from appinfo import __version__
+    from appinfo.about import bundle_kind
 
     # no display needed; set before anything imports Qt (the desktop is never imported here)
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
@@ -158,7 +158,7 @@ def _run_checks(checks: _Checks, tmp: Path) -> None:
     def torch() -> str:
         import importlib.util
 
-        from specula.about import bundle_kind
+        from appinfo.about import bundle_kind
 
         kind = bundle_kind()
         present = importlib.util.find_spec("torch") is not None
@@ -193,11 +193,10 @@ def _run_checks(checks: _Checks, tmp: Path) -> None:
     def model() -> str:
         from annotation.resources import asset_path
         from inference.registry import Registry
-        from specula.headless import default_model_for
 
         registry = Registry(tmp / "home" / "models", [asset_path("models")])
-        info, why = default_model_for(s["store"].palette.name, registry)
-        note = "shipped default"
+        info, why = registry.model_for_palette(s["store"].palette)
+        note = "shipped, chosen for the palette"
         if info is None:
             folder = tmp / "selftest-model"
             folder.mkdir()

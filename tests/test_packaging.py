@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "packaging"))
 import bundle_config  # noqa: E402
 
-OURS = ("specula", "annotation", "inference", "desktop", "assets", "training")
+OURS = ("specula", "appinfo", "annotation", "inference", "desktop", "assets", "training")
 FIELD_ROOTS = (
     "specula.cli", "specula.__main__", "specula.project_cli", "specula.selftest", "specula.headless",
-    "specula.about", "specula.sample", "specula.subprocess_cmd", "inference.cli", "specula.eval_cli",
+    "appinfo.about", "specula.sample", "appinfo.relaunch", "inference.cli", "specula.eval_cli",
     "specula.bench_cli", "desktop.app",
 )
 HEAVY = ("torch", "torchvision", "training")
@@ -154,7 +154,7 @@ def test_self_test_passes_with_torch_blocked(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ spec data, no build
 def test_version_comes_from_the_one_module() -> None:
-    from specula import __version__
+    from appinfo import __version__
 
     assert bundle_config.read_version() == __version__
     for kind in bundle_config.KINDS:
@@ -209,7 +209,7 @@ def test_field_analysis_holds_no_torch(tmp_path: Path) -> None:
     everything = data["modules"] + data["binaries"] + data["datas"]
     assert bundle_config.forbidden_in_field(everything) == []
     modules = set(data["modules"])
-    for needed in ("specula.cli", "specula.selftest", "specula.headless", "specula.about", "annotation.store",
+    for needed in ("specula.cli", "specula.selftest", "specula.headless", "appinfo.about", "annotation.store",
                    "inference.engine", "desktop.app", "onnxruntime", "pycocotools.mask", "shapely",
                    "PIL.Image", "numpy", "PySide6.QtWidgets"):
         assert needed in modules, f"{needed} is missing from the field bundle"

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -30,6 +31,9 @@ def test_self_test_passes_from_source(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     for name in CHECKS:
         assert any(line.startswith(f"ok     {name}: ") for line in lines), f"no ok line for {name}:\n{out.stdout}"
+    # the sample project's palette is mirror-glass: the registry's rule picks the shipped model made for it
+    assert any(line.startswith("ok     model: mirror-glass-semantic 1 (semantic; shipped, chosen for the palette")
+               for line in lines), out.stdout
     assert not any(line.startswith("FAILED") for line in lines)
     assert lines[-1] == f"self-test passed: {len(CHECKS)} checks"
     # the user's data folder is left alone: the self-test works in its own temporary folder
@@ -78,14 +82,19 @@ def user_registry_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Registry, "default", classmethod(lambda cls: cls(user_data_dir() / "models")))
 
 
-def _publish_test_model(name: str) -> None:
+def _publish_test_model(name: str, classes: Optional[list[str]] = None) -> None:
+    """The self-test's tiny model under ``name``; ``classes`` (besides background) replace its
+    mirror/glass classes, for models that are chosen but never run."""
     from inference.registry import Registry
     from specula.selftest import _TEST_MANIFEST, _TEST_MODEL
 
-    folder = Path(os.environ["SPECULA_HOME"]) / "incoming"
+    folder = Path(os.environ["SPECULA_HOME"]) / f"incoming-{name}"
     folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(_TEST_MODEL)
-    Registry.default().publish(folder, {**_TEST_MANIFEST, "name": name})
+    manifest = {**_TEST_MANIFEST, "name": name}
+    if classes is not None:
+        manifest["classes"] = ["background", *classes]
+    Registry.default().publish(folder, manifest)
 
 
 def test_headless_job_proposes_with_the_palettes_model_and_exports(tmp_path: Path, capsys, user_registry_only) -> None:
@@ -109,13 +118,36 @@ def test_headless_job_proposes_with_the_palettes_model_and_exports(tmp_path: Pat
 def test_headless_job_without_a_model_says_so_and_still_exports(tmp_path: Path, capsys, user_registry_only) -> None:
     from specula.headless import run_headless
 
-    _publish_test_model("cracks-semantic")  # the inspection palette's model: not for mirror-glass
+    _publish_test_model("cracks-semantic", ["crack"])  # the inspection palette's model: not for mirror-glass
     project = tmp_path / "project"
     shutil.copytree(REPO / "assets" / "sample_project", project)
     assert run_headless(project) == 0
     text = capsys.readouterr().out
-    assert "no proposals: no model named *mirror-glass* for palette 'mirror-glass'" in text
+    assert ("no proposals: no model proposes for palette 'mirror-glass' (classes: mirror, glass, glass-in-mirror); "
+            "models there are: cracks-semantic [crack]; add a model") in text
     assert (project / "exports" / "coco.json").is_file()
+
+
+def test_headless_job_on_a_read_only_project_proposes_nothing_and_says_why(
+    tmp_path: Path, capsys, user_registry_only, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import annotation.store as store_module
+    from annotation.store import DB_NAME, ProjectStore
+    from specula.headless import run_headless
+
+    _publish_test_model("mirror-glass-semantic")
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "assets" / "sample_project", project)
+    ProjectStore.open(project).close()
+    before = (project / DB_NAME).read_bytes()
+    # tests run as root, which writes anyway: the store's permission check stands in for the file's mode
+    real = store_module._can_write
+    monkeypatch.setattr(store_module, "_can_write", lambda path: path.name != DB_NAME and real(path))
+    assert run_headless(project) == 0
+    text = capsys.readouterr().out
+    assert f"no proposals: {project / DB_NAME} is read-only" in text
+    assert "no scan for new images:" in text
+    assert (project / DB_NAME).read_bytes() == before
 
 
 def test_headless_job_on_a_missing_folder_fails_cleanly(tmp_path: Path, capsys) -> None:
@@ -125,25 +157,31 @@ def test_headless_job_on_a_missing_folder_fails_cleanly(tmp_path: Path, capsys) 
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_default_model_follows_the_palette(user_registry_only) -> None:
+def test_the_job_and_the_self_test_choose_by_the_registrys_rule(user_registry_only, tmp_path: Path) -> None:
+    """The one rule (Registry.model_for_palette): a model's classes, not its name, decide."""
+    from annotation.palette import builtin_palette, load_palette
     from inference.registry import Registry
-    from specula.headless import default_model_for
+    from specula import headless
 
-    _publish_test_model("cracks-semantic")
+    _publish_test_model("site-a", ["crack"])
     reg = Registry.default()
-    info, why = default_model_for("inspection", reg)
-    assert info is not None and info.name == "cracks-semantic", why
-    info, why = default_model_for("mirror-glass", reg)
-    assert info is None and "mirror-glass" in why
-    info, _ = default_model_for("my-own-palette", reg)  # the one model there is
-    assert info is not None and info.name == "cracks-semantic"
+    info, why = reg.model_for_palette(builtin_palette("inspection"))
+    assert info is not None and info.name == "site-a", why
+    info, why = reg.model_for_palette(builtin_palette("mirror-glass"))
+    assert info is None and "palette 'mirror-glass'" in why and "site-a [crack]" in why
+    own = tmp_path / "own.toml"
+    own.write_text('name = "my-own-palette"\n[[classes]]\nname = "pane"\ncolor = [1, 2, 3]\n')
+    info, why = reg.model_for_palette(load_palette(own))  # the only model there is does not fit
+    assert info is None and "classes: pane" in why
+    # no hint tables left to disagree with the registry
+    assert not hasattr(headless, "DEFAULT_MODEL_HINTS") and not hasattr(headless, "default_model_for")
 
 
 def test_about_text_names_versions_kind_providers_and_models(user_registry_only) -> None:
     import onnxruntime
 
-    from specula import __version__
-    from specula.about import about_text, bundle_kind
+    from appinfo import __version__
+    from appinfo.about import about_text, bundle_kind
 
     _publish_test_model("mirror-glass-semantic")
     text = about_text()
@@ -156,7 +194,7 @@ def test_about_text_names_versions_kind_providers_and_models(user_registry_only)
 
 
 def test_own_command_from_source_and_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
-    from specula.subprocess_cmd import own_command
+    from appinfo.relaunch import own_command
 
     assert own_command("train", "p") == [sys.executable, "-m", "specula", "train", "p"]
     monkeypatch.setattr(sys, "frozen", True, raising=False)

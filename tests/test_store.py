@@ -13,7 +13,8 @@ from annotation import rle as rle_codec
 from annotation.document import ImageStatus, Instance, InstanceState
 from annotation.mask import Mask
 from annotation.palette import Palette, builtin_palette, load_palette
-from annotation.store import DB_NAME, MIGRATIONS, SCHEMA_VERSION, ProjectStore, StoreError
+from annotation.schema import MIGRATIONS, SCHEMA_VERSION
+from annotation.store import DB_NAME, ProjectStore, StoreError
 
 
 def _image(path, h=48, w=64):
@@ -74,11 +75,12 @@ def test_rescan_adds_new_images_and_reports_missing(project):
 def test_open_without_create_and_missing_folder(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         ProjectStore.open(tmp_path / "nowhere")
-    with pytest.raises(StoreError, match="not a Specula project"):
+    with pytest.raises(StoreError, match="not a Specula project yet; create it with `specula init"):
         ProjectStore.open(tmp_path, create=False)
+    assert not (tmp_path / DB_NAME).exists()
     file_not_folder = tmp_path / "file.jpg"
     file_not_folder.write_bytes(b"x")
-    with pytest.raises(StoreError, match="does not exist"):
+    with pytest.raises(StoreError, match="is a file, not a folder"):
         ProjectStore.open(file_not_folder)
 
 
@@ -312,4 +314,6 @@ def test_damaged_pages_give_store_error(project):
     (project / DB_NAME).write_bytes(bytes(data))
     with pytest.raises(StoreError) as err:
         ProjectStore.open(project)
-    assert str(project / DB_NAME) in str(err.value)
+    assert str(project / DB_NAME) in str(err.value) and "Specula changed nothing" in str(err.value)
+    # checked before the journal mode is set: a rollback-journal file keeps its header
+    assert (project / DB_NAME).read_bytes() == bytes(data)

@@ -222,10 +222,6 @@ def wrap_ddp(model, dist_info: DistInfo, device):
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def unwrap(model):
-    return getattr(model, "module", model)
-
-
 def make_loader(dataset, batch_size: int, shuffle: bool, dist_info: DistInfo, seed: int, drop_last: bool = False):
     """A ``DataLoader``; with a ``DistributedSampler`` under torchrun."""
     import torch

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, TypeVar
+from typing import Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -250,14 +250,3 @@ def read_rgb(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
-
-def click_classes(images: Iterable[ImageLabels]) -> list[str]:
-    """Classes that have at least one positive click or accepted instance."""
-    seen: dict[str, None] = {}
-    for im in images:
-        for c in im.clicks:
-            if c.positive:
-                seen.setdefault(c.class_name)
-        for name, _ in im.instances:
-            seen.setdefault(name)
-    return list(seen)

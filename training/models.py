@@ -5,7 +5,7 @@ float), except Mask R-CNN, which normalises inside (its transform) and takes [0,
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -178,13 +178,3 @@ def build_maskrcnn(
         raise ValueError(f"unknown Mask R-CNN backbone {backbone!r}; use efficientnet-lite0 or resnet50")
     return MaskRCNN(Lite0FPN(pretrained=pretrained), num_classes=num_classes, **common)
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def freeze_bn_stats(model: nn.Module, enabled: Optional[bool] = True) -> None:
-    """Keep BatchNorm running statistics fixed (tiny batches on a CPU would ruin them)."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eval() if enabled else m.train()

@@ -144,14 +144,6 @@ def _components(region: np.ndarray, min_area: int) -> list[tuple[int, np.ndarray
     return out
 
 
-def _boundary(arr: np.ndarray) -> np.ndarray:
-    """Pixels of ``arr`` with a 4-neighbour outside it."""
-    if not arr.any():
-        return arr
-    eroded = cv2.erode(arr.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return arr & ~eroded.astype(bool)
-
-
 class SimulatedAnnotator:
     """Labels truth instances with real mask edits, charging each gesture from a cost table."""
 

@@ -19,7 +19,7 @@ import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol, Sequence
+from typing import Optional, Protocol
 
 import numpy as np
 
@@ -120,45 +120,37 @@ class CocoResultsSource:
     """
 
     def __init__(self, path: str | Path, min_score: float = 0.0):
+        from annotation.formats.coco import read_coco_results
+        from annotation.formats.common import FormatError
+
         self.path = Path(path)
         self.label = f"COCO results {self.path.name}"
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
+            results = read_coco_results(data, str(self.path))
         except FileNotFoundError:
             raise ProposalError(f"{self.path}: proposals file not found") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ProposalError(f"{self.path}: not a JSON file ({exc})") from None
-        if isinstance(data, dict):
-            names = {im["id"]: Path(im.get("file_name", str(im["id"]))).stem for im in data.get("images", [])}
-            cats = {c["id"]: c["name"] for c in data.get("categories", [])}
-            entries = data.get("annotations", [])
-        elif isinstance(data, list):
-            names, cats, entries = {}, {}, data
-        else:
-            raise ProposalError(f"{self.path}: expected a COCO results list or a COCO file")
-        self._by_key: dict[str, list[dict]] = {}
-        for e in entries:
-            if float(e.get("score", 1.0)) < min_score or "segmentation" not in e:
-                continue
-            key = Path(e["file_name"]).stem if "file_name" in e else names.get(e.get("image_id"), str(e.get("image_id")))
-            e = dict(e, class_name=cats.get(e.get("category_id"), e.get("category_name")))
-            self._by_key.setdefault(key, []).append(e)
+        except FormatError as exc:
+            raise ProposalError(str(exc)) from None
+        self._by_key: dict[str, list] = {}
+        for r in results:
+            if r.score >= min_score:
+                self._by_key.setdefault(r.image_key, []).append(r)
 
     def propose(self, image: EffortImage) -> list[ProposalMask]:
-        from annotation.rle import RLEError, segmentation_to_full
+        from annotation.rle import RLEError
 
-        h, w = image.size
         out = []
         default_class = image.truths[0][0] if image.truths else "object"
-        for e in self._by_key.get(image.key, []):
+        for r in self._by_key.get(image.key, []):
             try:
-                full = segmentation_to_full(e["segmentation"], h, w)
+                mask = r.mask(*image.size)
             except RLEError as exc:
                 raise ProposalError(f"{self.path}: a proposal for {image.key}: {exc}") from None
-            if not full.any():
-                continue
-            out.append(ProposalMask(Mask.from_full(full), e.get("class_name") or default_class,
-                                    float(e.get("score", 1.0))))
+            if mask is not None:
+                out.append(ProposalMask(mask, r.class_name or default_class, r.score))
         return out
 
 
@@ -174,7 +166,3 @@ def source_for(kind: str, *, path: Optional[str] = None, quality: float = 0.5, s
     raise ProposalError(f"unknown proposal source '{kind}' (coco, degraded-truth; model proposals: "
                         f"specula.effort_model.EngineSource)")
 
-
-def sample_sources(images: Sequence[EffortImage], source: ProposalSource) -> dict[str, list[ProposalMask]]:
-    """Proposals of every image (for reuse across runs)."""
-    return {im.key: source.propose(im) for im in images}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -304,3 +305,51 @@ def export_coco(
     }
     write_json(out_path, data)
     return warnings
+
+
+@dataclass(frozen=True)
+class CocoResult:
+    """One prediction of a COCO results list (or one annotation of a COCO file read as a
+    prediction). ``image_key`` is the image's file-name stem when the entry or the file's
+    ``images`` list names it, else ``str(image_id)``."""
+
+    image_key: str
+    image_id: Any
+    class_name: Optional[str]
+    score: float
+    segmentation: Any
+
+    def mask(self, height: int, width: int) -> Optional[Mask]:
+        """The prediction's pixels on an image of that size, None when it has none.
+        Raises ``RLEError`` for an RLE of another size."""
+        from annotation.rle import segmentation_to_full
+
+        full = segmentation_to_full(self.segmentation, height, width)
+        return Mask.from_full(full) if full.any() else None
+
+
+def read_coco_results(data: Any, where: str) -> list[CocoResult]:
+    """The predictions of a COCO results list, or of a COCO instances file's annotations
+    (``data`` as parsed from JSON); ``FormatError`` naming ``where`` for anything else."""
+    if isinstance(data, dict):
+        names = {im.get("id"): Path(str(im.get("file_name", im.get("id")))).stem
+                 for im in data.get("images", []) if isinstance(im, dict)}
+        cats = {c.get("id"): c.get("name") for c in data.get("categories", []) if isinstance(c, dict)}
+        entries = data.get("annotations", [])
+    elif isinstance(data, list):
+        names, cats, entries = {}, {}, data
+    else:
+        raise FormatError(f"{where}: expected a COCO results list or a COCO file")
+    out = []
+    for n, e in enumerate(entries):
+        if not isinstance(e, dict) or "segmentation" not in e:
+            raise FormatError(f"{where}: entry {n} has no segmentation; not COCO results")
+        iid = e.get("image_id")
+        key = Path(str(e["file_name"])).stem if "file_name" in e else names.get(iid, str(iid))
+        cls = cats.get(e.get("category_id"), e.get("category_name"))
+        try:
+            score = float(e.get("score", 1.0))
+        except (TypeError, ValueError):
+            raise FormatError(f"{where}: entry {n} has a score that is not a number") from None
+        out.append(CocoResult(key, iid, None if cls is None else str(cls), score, e["segmentation"]))
+    return out

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -24,6 +23,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from annotation.files import atomic_write_bytes
 from annotation.images import IMAGE_EXTENSIONS
 from annotation.mask import Mask
 
@@ -159,23 +159,6 @@ def image_to_base64_png(array: np.ndarray) -> str:
 
 
 # ------------------------------------------------------------------ writing files
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file through a temporary name, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 

@@ -29,11 +29,11 @@ from annotation.formats.common import (
     LabelledImage,
     LabelledInstance,
     Progress,
-    atomic_write_bytes,
     class_colors,
     report,
     safe_relative,
 )
+from annotation.files import atomic_write_bytes
 from annotation.formats.pixel_polygons import corner_rings, polygons_reproduce, rasterize_coco_polygons
 from annotation.mask import Mask
 from annotation.palette import Palette

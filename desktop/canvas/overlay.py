@@ -20,10 +20,9 @@ from PySide6.QtGui import QImage, QPainter, qRgba
 from PySide6.QtWidgets import QGraphicsItem
 
 from annotation.document import Instance
-from annotation.mask import Mask
+from annotation.mask import Box, Mask
 from desktop.geometry.render import overlay_indices
 
-Box = tuple[int, int, int, int]
 _ORIGIN = QPointF(0, 0)
 
 

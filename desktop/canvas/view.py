@@ -71,6 +71,7 @@ class CanvasView(QGraphicsView):
         session.instance_changed.connect(self._on_instance_changed)
         session.instance_added.connect(self._on_instance_added)
         session.instance_removed.connect(self._on_instance_removed)
+        session.instances_reloaded.connect(self._rebuild_items)
         session.selection_changed.connect(self._restyle_all)
         session.palette_changed.connect(self._restyle_all)
 
@@ -94,10 +95,21 @@ class CanvasView(QGraphicsView):
         h, w = rgb.shape[:2]
         # room around the image so that any point can be zoomed about / centred
         self.setSceneRect(QRectF(-w, -h, 3 * w, 3 * h))
+        self._rebuild_items()
+        self.fit()
+
+    def _rebuild_items(self) -> None:
+        """One item per instance of the session, afresh (a new image, or the session re-read
+        the store after an action could not be saved)."""
+        for item in self.items_by_id.values():
+            self.scene().removeItem(item)
+        self.items_by_id.clear()
+        self._pending.clear()
+        if self.image_item is None:
+            return
         for iid in self.session.instances:
             self._create_item(iid)
-        self._added_this_turn = 0  # opening an image is one deliberate turn; later adds start afresh
-        self.fit()
+        self._added_this_turn = 0  # one deliberate turn; later adds start afresh
 
     def _style_of(self, inst):
         try:
@@ -279,6 +291,9 @@ class CanvasView(QGraphicsView):
             self._panning = event.position().toPoint()
             return
         if self.tool is not None and self.image_item is not None:
+            if self.tool.edits and self.session.read_only:
+                self.message(f"Read-only: {self.session.read_only}")
+                return
             if self.tool.press(self.mapToScene(event.position().toPoint()), event.button(), event.modifiers()):
                 return
         super().mousePressEvent(event)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from annotation.mask import Mask
+from annotation.mask import Box, Mask
 
-Box = tuple[int, int, int, int]
 TRANSPARENT, FILL, OUTLINE, EMPHASIS = 0, 1, 2, 3
 
 

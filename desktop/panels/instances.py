@@ -18,7 +18,7 @@ class InstancesPanel(QListWidget):
         self._syncing = False
         self.itemSelectionChanged.connect(self._selection_to_session)
         self.itemChanged.connect(self._visibility)
-        for hook in (session.image_changed, session.palette_changed):
+        for hook in (session.image_changed, session.instances_reloaded, session.palette_changed):
             hook.connect(self.refresh)
         self._later = Coalesced(self.refresh, self)  # once per event-loop turn
         session.instance_added.connect(self._later)

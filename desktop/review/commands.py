@@ -1,87 +1,86 @@
 """Undo commands of the review: a decision on proposals, and a new set of proposals.
 
-A decision logs one row per instance the first time it is done (``accept``,
-``reject`` or ``modify_accept`` with ``started`` = when the proposal was first
-selected); undo and redo are logged too, like every other command.
+A decision (one proposal, or a batch: "accept all ≥ score", "reject the rest") is one
+transaction: one UPDATE of the states (masks are not rewritten) and one log row per
+instance (``accept``, ``reject`` or ``modify_accept`` with ``started`` = when the proposal
+was first selected). A run of proposals goes through ``inference.propose.store_proposals``
+both ways, and the session re-reads what it stored.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
-from PySide6.QtGui import QUndoCommand
+from typing import Callable, Optional, Sequence
 
 from annotation.document import Instance, InstanceState
+from desktop.commands import StoreCommand
 from desktop.session import EditingSession
+from inference.propose import store_proposals
 
 
-class DecisionCommand(QUndoCommand):
+class DecisionCommand(StoreCommand):
     """Set the state of some proposals: ``decisions`` is [(instance id, action, started, details)]."""
 
     def __init__(self, session: EditingSession, decisions: Sequence[tuple[int, str, float, dict]],
                  state: InstanceState):
         n = len(decisions)
         verb = "reject" if state is InstanceState.REJECTED else "accept"
-        super().__init__(f"{verb} {n} proposal{'s' if n != 1 else ''}")
-        self.session = session
+        super().__init__(session, f"{verb} {n} proposal{'s' if n != 1 else ''}")
         self.decisions = list(decisions)
         self.state = InstanceState(state)
         self.old = {iid: session.instances[iid].state for iid, *_ in self.decisions}
-        self._done_once = False
+        self.meta = {iid: (session.instances[iid].class_name, session.instances[iid].origin)
+                     for iid, *_ in self.decisions}
 
-    def redo(self) -> None:
+    def apply(self, first: bool) -> None:
         s = self.session
+        s.set_states([d[0] for d in self.decisions], self.state)
         for iid, action, started, details in self.decisions:
-            cls = s.instances[iid].class_name
-            origin = s.instances[iid].origin
-            s.set_state(iid, self.state)
-            if not self._done_once:
+            cls, origin = self.meta[iid]
+            if first:
                 s.log(action, instance_id=iid, class_name=cls, started=started, origin=origin, **details)
             else:
                 s.log("redo", instance_id=iid, class_name=cls, of=action)
-        self._done_once = True
-        s.images_changed.emit()
 
-    def undo(self) -> None:
+    def revert(self) -> None:
         s = self.session
+        by_state: dict[InstanceState, list[int]] = {}
+        for iid, old in self.old.items():
+            by_state.setdefault(old, []).append(iid)
+        for state, ids in by_state.items():
+            s.set_states(ids, state)
         for iid, action, _started, _details in reversed(self.decisions):
-            s.set_state(iid, self.old[iid])
-            inst = s.instances.get(iid)
-            s.log("undo", instance_id=iid, class_name=None if inst is None else inst.class_name, of=action)
-        s.images_changed.emit()
+            s.log("undo", instance_id=iid, class_name=self.meta[iid][0], of=action)
 
 
-class ProposalsCommand(QUndoCommand):
-    """Replace the current image's proposals by a new run's (undo brings the old ones back).
-
-    ``stored``: the proposing worker already wrote ``new`` to the store (their ids are
-    set), so the first redo only removes the old ones; a redo after an undo stores them
-    again with the same ids.
-    """
+class ProposalsCommand(StoreCommand):
+    """Replace the current image's proposals by a new run's (undo brings the old ones back,
+    under their own ids; redo the new ones, under theirs)."""
 
     def __init__(self, session: EditingSession, new: Sequence[Instance], model: str, version: str, started: float,
-                 *, stored: bool = False):
-        super().__init__(f"propose ({len(new)} from {model}@{version})")
-        self.session = session
+                 *, sha1: str | None = None, params: dict | None = None):
+        super().__init__(session, f"propose ({len(new)} from {model}@{version})")
         self.new = list(new)
-        # an image reopened during the run may already show the worker's stored rows: not "old"
-        new_ids = {i.id for i in self.new if i.id is not None}
-        self.old = [i for i in session.instances.values()
-                    if i.state is InstanceState.PROPOSED and i.id not in new_ids]
-        self.details = {"model": model, "version": version, "proposals": len(new), "started": started}
-        self._done_once = False
-        self._stored = stored
+        self.old = [i for i in session.instances.values() if i.state is InstanceState.PROPOSED]
+        self.model, self.version, self.started = model, version, started
+        self.sha1 = sha1
+        self.params = dict(params or {})
+        # called with the stored ids before the views hear of them (the proposer hands the
+        # canvas the overlay images its worker drew)
+        self.on_stored: Optional[Callable[[list[int]], None]] = None
 
-    def redo(self) -> None:
-        self.session.replace_proposals([i.id for i in self.old], self.new, stored=self._stored)
-        self._stored = False
-        if not self._done_once:
-            d = dict(self.details)
-            started = d.pop("started")
-            self.session.log("propose", started=started, **d)
-            self._done_once = True
-        self.session.images_changed.emit()
+    def _store(self, instances: list[Instance], action: str, **details) -> None:
+        s = self.session
+        assert s.image is not None
+        ids = store_proposals(s.store, s.image.id, instances, action=action, **details)
+        if self.on_stored is not None:
+            self.on_stored(ids)
+        s.reload_proposals()
 
-    def undo(self) -> None:
-        self.session.replace_proposals([i.id for i in self.new], self.old)
-        self.session.log("undo", of="propose")
-        self.session.images_changed.emit()
+    def apply(self, first: bool) -> None:
+        if first:
+            self._store(self.new, "propose", started=self.started, sha1=self.sha1, model=self.model,
+                        version=self.version, proposals=len(self.new), params=self.params)
+        else:
+            self._store(self.new, "redo", of="propose")
+
+    def revert(self) -> None:
+        self._store(self.old, "undo", of="propose")

@@ -28,6 +28,7 @@ class ReviewController(QObject):
         self.first_selected: dict[int, float] = {}
         self.edits: dict[int, int] = {}  # instance id -> mask edits while proposed
         session.image_changed.connect(self._reset)
+        session.instances_reloaded.connect(self._reset)
         session.instance_added.connect(self._added)
         session.instance_removed.connect(self._removed)
         session.instance_changed.connect(self._instance_changed)

@@ -19,10 +19,11 @@ def row_text(inst) -> str:
 class ReviewPanel(QWidget):
     model_chosen = Signal(str)
 
-    def __init__(self, controller, actions: dict, parent=None):
+    def __init__(self, controller, actions: dict, store, parent=None):
         super().__init__(parent)
         self.setObjectName("review")
         self.ctl = controller
+        self.store = store
         self.session = controller.session
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -70,9 +71,10 @@ class ReviewPanel(QWidget):
         self.cam.setVisible(False)
         lay.addWidget(self.cam)
         self._infos: list = []
-        self.project_counts: dict = {}
+        self.project_proposed = 0
         self._later = Coalesced(self.refresh, self)  # once per event-loop turn
         controller.changed.connect(self._later)
+        self.refresh_totals()
 
     # ------------------------------------------------------------ models
     def set_models(self, infos, chosen) -> None:
@@ -103,14 +105,14 @@ class ReviewPanel(QWidget):
         self.cam.setVisible(info is not None and info.task == "cam")
 
     # ------------------------------------------------------------ queue
-    def set_project_counts(self, counts: dict) -> None:
-        self.project_counts = counts
+    def refresh_totals(self) -> None:
+        """Re-read the project's number of proposals (cached in the store: one small query)."""
+        self.project_proposed = self.store.totals().get("proposed", 0)
         self._later()
 
     def refresh(self) -> None:
         q = self.ctl.queue()
-        total = sum(c.get("proposed", 0) for c in self.project_counts.values())
-        self.count.setText(f"{len(q)} to review on this image · {total} in the project")
+        self.count.setText(f"{len(q)} to review on this image · {self.project_proposed} in the project")
         cur = self.ctl.current
         self.list.blockSignals(True)
         self.list.clear()

@@ -15,6 +15,7 @@ class Tool:
     shortcut = ""
     label = "Tool"
     cursor = Qt.CursorShape.ArrowCursor
+    edits = True  # False for tools that only look (refused nothing in a read-only project)
 
     def __init__(self, canvas: "CanvasView"):
         self.canvas = canvas

@@ -1,7 +1,9 @@
 """Brush (B) and eraser (E) on the selected instance; the smart brush (Shift+B) adds
 when the stroke starts inside the selected mask and cuts when it starts outside
 (LabelMeLite). Radius on Ctrl+wheel and [ ]. Strokes are interpolated between mouse
-positions (``Mask.paint_stroke``) and are one undo step, holding the stroke's box.
+positions (``Mask.paint_stroke``) and are one undo step. A ``StrokeRecorder`` saves the
+pixels of each tile just before the stroke first touches it, so a stroke costs the
+tiles it crosses, never a copy of the instance, and its undo holds only changed tiles.
 
 With nothing selected the brush starts a new instance of the current class (as CVAT's
 and X-AnyLabeling's brushes do): the stroke paints a draft shown by its own overlay
@@ -11,26 +13,15 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 from PySide6.QtCore import QPointF, Qt
 
+from annotation.delta import StrokeRecorder
 from annotation.document import Instance
-from annotation.mask import Mask
+from annotation.mask import Mask, stroke_box, union_box
 from desktop.canvas.overlay import InstanceItem
 from desktop.commands import AddInstanceCommand, MaskEditCommand
 from desktop.geometry.hit import contains
 from desktop.tools.base import Tool
-
-MIN_RADIUS, MAX_RADIUS = 1.0, 500.0
-
-
-def union_box(a, b):
-    if a is None:
-        return b
-    if b[2] <= b[0] or b[3] <= b[1]:
-        return a
-    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
-
 
 class BrushTool(Tool):
     name = "brush"
@@ -42,7 +33,7 @@ class BrushTool(Tool):
     def __init__(self, canvas):
         super().__init__(canvas)
         self._inst = None
-        self._snapshot = None
+        self._recorder = None  # StrokeRecorder of the stroke in progress
         self._value = True
         self._last = None
         self._box = None
@@ -86,9 +77,9 @@ class BrushTool(Tool):
 
     def _begin(self, inst, pos: QPointF) -> None:
         self._inst = inst
-        self._snapshot = inst.mask.copy()
+        self._recorder = StrokeRecorder(inst.mask)
         self._started = time.time()
-        self._box = None
+        self._box = (0, 0, 0, 0)
         self._last = (pos.x(), pos.y())
         self._dab([self._last])
 
@@ -111,12 +102,14 @@ class BrushTool(Tool):
 
     def _dab(self, points) -> None:
         inst = self._inst
-        box = inst.mask.paint_stroke(points, self.radius, self._value)
+        box = stroke_box(points, self.radius, inst.mask.image_size)
         if box[2] <= box[0] or box[3] <= box[1]:
             return
+        self._recorder.touch(box)  # before painting: the tiles' pre-stroke pixels
+        inst.mask.paint_stroke(points, self.radius, self._value)
         if self._value and self.session.overlap_enabled:
             after = inst.mask.read_box(box)
-            clipped = self.session.clip(inst.class_name, box, self._snapshot.read_box(box), after, exclude_id=inst.id)
+            clipped = self.session.clip(inst.class_name, box, self._recorder.before(box), after, exclude_id=inst.id)
             if clipped is not after:
                 inst.mask.write_box(box, clipped)
         self._box = union_box(self._box, box)
@@ -137,21 +130,18 @@ class BrushTool(Tool):
     def release(self, pos: QPointF, button, mods) -> None:
         if self._inst is None or button != Qt.MouseButton.LeftButton:
             return
-        inst, snap, box = self._inst, self._snapshot, self._box
-        self._inst = self._snapshot = None
+        inst, recorder, box = self._inst, self._recorder, self._box
+        self._inst = self._recorder = None
         if self._draft_item is not None:
             self._drop_draft()
-            if box is not None:
+            if box[2] > box[0]:
                 self._add_new(inst)
             return
-        if box is None:
-            return
-        before = snap.read_box(box)
-        after = inst.mask.read_box(box)
-        if np.array_equal(before, after):
+        delta = recorder.finish()
+        if delta.is_empty:
             return
         action = "brush" if self._value else "erase"
-        self.canvas.push(MaskEditCommand(self.session, inst.id, box, before, after, action, started=self._started,
+        self.canvas.push(MaskEditCommand(self.session, inst.id, delta, action, started=self._started,
                                          radius=self.radius, mode=self.mode))
 
     def _add_new(self, draft) -> None:
@@ -171,11 +161,11 @@ class BrushTool(Tool):
     def cancel(self) -> None:
         if self._draft_item is not None:
             self._drop_draft()  # the new instance was never added: nothing to put back
-        elif self._inst is not None and self._box is not None:
+        elif self._inst is not None and self._recorder is not None:
             # put the stroke in progress back
-            self._inst.mask.write_box(self._box, self._snapshot.read_box(self._box))
-            self.canvas.instance_pixels_changed(self._inst.id, self._box)
-        self._inst = self._snapshot = None
+            box = self._recorder.restore()
+            self.canvas.instance_pixels_changed(self._inst.id, box)
+        self._inst = self._recorder = None
 
     def wheel(self, steps: float, mods) -> bool:
         self.canvas.set_brush_radius(self.radius * (1.15 ** steps))

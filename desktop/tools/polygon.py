@@ -12,6 +12,7 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsPathItem
 
+from annotation.delta import MaskDelta
 from annotation.document import Instance
 from annotation.mask import rasterize_polygon
 from desktop.commands import AddInstanceCommand, MaskEditCommand
@@ -117,8 +118,9 @@ class PolygonTool(Tool):
             after = before | inside if shift else before & ~inside
             if shift:
                 after = s.clip(sel.class_name, box, before, after, exclude_id=sel.id)
-            if not np.array_equal(before, after):
-                self.canvas.push(MaskEditCommand(s, sel.id, box, before, after, "draw_polygon", started=started,
+            delta = MaskDelta.from_box(box, before, after)
+            if not delta.is_empty:
+                self.canvas.push(MaskEditCommand(s, sel.id, delta, "draw_polygon", started=started,
                                                  mode="add" if shift else "cut", vertices=len(pts)))
             return
         mask = s.clip_new_mask(s.current_class, poly)

@@ -1,4 +1,4 @@
-"""Boundary reroute (R): press near the selected instance's boundary, trace a new
+"""Boundary reroute (T): press near the selected instance's boundary, trace a new
 path, release near the boundary; the boundary follows the path
 (``annotation.reroute``)."""
 from __future__ import annotations
@@ -10,6 +10,7 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsPathItem
 
+from annotation.delta import MaskDelta
 from annotation.reroute import near_boundary, reroute
 from desktop.commands import MaskEditCommand
 from desktop.tools.base import Tool
@@ -71,11 +72,12 @@ class RerouteTool(Tool):
         after = res.after
         if res.added:
             after = self.session.clip(inst.class_name, res.box, res.before, after, exclude_id=inst.id)
-        if np.array_equal(after, res.before):
+        delta = MaskDelta.from_box(res.box, res.before, after)
+        if delta.is_empty:
             self.canvas.message("The trace did not change the mask")
             return
-        self.canvas.push(MaskEditCommand(self.session, inst.id, res.box, res.before, after, "reroute",
-                                         started=self._started, points=len(path)))
+        self.canvas.push(MaskEditCommand(self.session, inst.id, delta, "reroute", started=self._started,
+                                         points=len(path)))
 
     def _preview(self) -> None:
         """Extend the preview by the newest point (a mouse move must not redraw the whole trace)."""

@@ -11,10 +11,7 @@ class SelectTool(Tool):
     name = "select"
     shortcut = "V"
     label = "Select"
-
-    def __init__(self, canvas):
-        super().__init__(canvas)
-        self._pan_from = None
+    edits = False
 
     def press(self, pos: QPointF, button, mods) -> bool:
         if button != Qt.MouseButton.LeftButton:

@@ -7,22 +7,21 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import QPointF, Qt
-from PySide6.QtGui import QUndoCommand
 
+from desktop.commands import StoreCommand
 from desktop.tools.base import Tool
 
 
-class WeakClickCommand(QUndoCommand):
+class WeakClickCommand(StoreCommand):
     def __init__(self, session, x: float, y: float, positive: bool, class_name: str, started: float):
-        super().__init__(f"weak click {'+' if positive else '−'} {class_name}")
-        self.session = session
+        super().__init__(session, f"weak click {'+' if positive else '−'} {class_name}")
         self.args = (x, y, positive, class_name, started)
         self.log_id = None
 
-    def redo(self) -> None:
+    def apply(self, first: bool) -> None:
         self.log_id = self.session.add_weak_click(*self.args)
 
-    def undo(self) -> None:
+    def revert(self) -> None:
         if self.log_id is not None:
             self.session.remove_weak_click(self.log_id)
             self.log_id = None

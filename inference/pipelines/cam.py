@@ -34,7 +34,8 @@ import numpy as np
 from inference.pipelines.base import Pipeline, Progress, Runtimes, check_image, maps_to_proposals, normalize
 from inference.proposal import Proposal
 from inference.registry import ModelError, ModelInfo
-from inference.tiling import Cancelled, is_cancelled, tiled_apply
+from annotation.cancel import is_cancelled
+from inference.tiling import Cancelled, tiled_apply
 
 
 class CamPipeline(Pipeline):

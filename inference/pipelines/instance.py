@@ -10,7 +10,8 @@ from annotation.mask import Mask
 from inference.pipelines.base import Pipeline, Progress, Runtimes, check_image, expect_rgb_input, normalize
 from inference.proposal import Proposal
 from inference.registry import ModelError, ModelInfo
-from inference.tiling import Cancelled, is_cancelled
+from annotation.cancel import is_cancelled
+from inference.tiling import Cancelled
 
 OUTPUTS = ("boxes", "labels", "scores", "masks")
 

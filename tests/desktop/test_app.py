@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,11 +67,9 @@ def test_images_panel_shows_status_and_counts(qtbot, window):
     s = window.session
     m = rasterize_polygon([(10, 10), (50, 10), (50, 50)], s.image_size)
     window.canvas.push(AddInstanceCommand(s, Instance(s.image.id, "mirror", m), "draw_polygon"))
-    texts = [window.images_panel.item(i).text() for i in range(window.images_panel.count())]
-    assert any("in progress, 1 instance" in t for t in texts)
+    assert any("in progress, 1 instance" in t for t in window.images_panel.texts())
     window.actions_by_name["image.done"].trigger()
-    texts = [window.images_panel.item(i).text() for i in range(window.images_panel.count())]
-    assert any("done" in t for t in texts)
+    assert any("done" in t for t in window.images_panel.texts())
 
 
 def test_palette_switch_and_rule_warning(qtbot, window):
@@ -92,7 +89,6 @@ def test_palette_switch_and_rule_warning(qtbot, window):
 def test_overlap_policy_clips_new_polygon(qtbot, window):
     from desktop_helpers import click
 
-    from annotation.mask import rasterize_polygon
 
     c = window.canvas
     window.actions_by_name["tool.polygon"].trigger()

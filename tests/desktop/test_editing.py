@@ -1,5 +1,4 @@
 """End to end: the real main window driven with mouse and key events on a real project."""
-import numpy as np
 from PySide6.QtCore import Qt
 
 from annotation.mask import rasterize_polygon
@@ -149,7 +148,6 @@ def test_shift_adds_ctrl_cuts_and_ops(qtbot, window):
 
 
 def test_split_merge_delete_class_and_kill_reopen(qtbot, window, project):
-    c = window.canvas
     draw_square(qtbot, window)
     draw_square(qtbot, window, [(100, 100), (200, 100), (200, 200), (100, 200)])
     ids = list(window.session.instances)
@@ -236,9 +234,12 @@ def test_canvas_creates_many_new_items_over_several_turns(qtbot, window):
         m = Mask.empty(s.image_size)
         m.paint_stroke([(20 + 25 * (k % 40), 20 + 25 * (k // 40))], 8)
         new.append(Instance(s.image.id, s.current_class, m, InstanceState.PROPOSED, "m@1", 0.5))
-    s.replace_proposals([], new)  # one turn adds them all to the session
+    from desktop.review.commands import ProposalsCommand
+
+    window.undo_stack.push(ProposalsCommand(s, new, "m", "1", 0.0))  # one turn adds them all to the session
     assert len(c.items_by_id) == ADD_CHUNK and c.pending_items == len(new) - ADD_CHUNK
-    late = new[-1].id
-    s.remove_instance(late)  # gone before its turn: never drawn
+    late = max(s.instances)
+    with s.action():
+        s.remove_instance(late)  # gone before its turn: never drawn
     qtbot.waitUntil(lambda: c.pending_items == 0, timeout=5000)
     assert set(c.items_by_id) == set(s.instances) and late not in c.items_by_id

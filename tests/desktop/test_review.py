@@ -171,8 +171,8 @@ if __name__ == "__main__":
 
 
 def test_propose_undo_redo_keeps_ids_and_stale_runs_leave_nothing(qtbot, awindow):
-    """The worker stores the proposals; the canvas gets their items over a few turns;
-    undo/redo swap whole runs with the same ids; a stale run's rows are taken out again."""
+    """The GUI thread stores what the worker proposed; the canvas gets their items over a
+    few turns; undo/redo swap whole runs with the same ids; a stale run stores nothing."""
     win = awindow
 
     def stored_ids():
@@ -198,13 +198,13 @@ def test_propose_undo_redo_keeps_ids_and_stale_runs_leave_nothing(qtbot, awindow
     win.undo_stack.redo()
     assert stored_ids() == ids2 == shown_ids()
     all_items_drawn()
-    # a result made stale by a newer request is not applied, and what its worker stored goes
+    # a result made stale by a newer request is not applied, and its worker stored nothing
     dropped = []
     win.assist.proposer.runner.dropped.connect(lambda rid, value: dropped.append(value))
     n_logged = len(win.store.interactions(actions=["propose"]))
     win.actions_by_name["action.propose_image"].trigger()
     win.assist.proposer.runner.current = 0  # as if a newer request had been made meanwhile
     qtbot.waitUntil(lambda: not win.assist.proposer.busy, timeout=30000)
-    assert len(dropped) == 1 and all(i.id is not None for i in dropped[0][0])
+    assert len(dropped) == 1 and all(i.id is None for i in dropped[0][0].instances)
     assert stored_ids() == ids2 == shown_ids()
     assert len(win.store.interactions(actions=["propose"])) == n_logged

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 
 import numpy as np
 import pytest

@@ -6,7 +6,7 @@ import platform
 import sys
 from pathlib import Path
 
-from specula import __version__
+from appinfo import __version__
 
 BUNDLE_KINDS = ("field", "workstation", "source")
 
