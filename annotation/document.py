@@ -43,6 +43,8 @@ class Instance:
     created: float = field(default_factory=time.time)
     modified: float = field(default_factory=time.time)
     hidden: bool = False
+    iscrowd: bool = False  # COCO's crowd region (one mask over many objects)
+    attributes: dict = field(default_factory=dict)  # name -> value (str, number or bool)
 
     @property
     def is_proposal(self) -> bool:
@@ -78,6 +80,7 @@ class ImageRecord:
     n_proposed: int = 0
     n_accepted: int = 0
     n_rejected: int = 0
+    tags: list = field(default_factory=list)  # image-level labels (CVAT tags, labelme flags)
 
     @property
     def size(self) -> tuple[int, int]:

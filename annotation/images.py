@@ -159,6 +159,23 @@ def _pillow_limit(limit: int) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = max(_active_limits) if _active_limits else _saved_pillow_limit
 
 
+@contextlib.contextmanager
+def pixel_limit(max_pixels: Optional[int] = None) -> Iterator[int]:
+    """For reads outside ``load_image`` (mask files, images embedded in JSON): Pillow's
+    bomb guard lifted to our limit and its ``DecompressionBombWarning`` silenced, because
+    the caller checks the size from the header against the yielded limit itself, and a
+    refused file must give our one line with nothing printed before it.
+
+    Raises ``ValueError`` (one line) when ``SPECULA_MAX_PIXELS`` is not a number.
+    """
+    import warnings
+
+    limit = max_pixels_limit(max_pixels)
+    with _pillow_limit(limit), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield limit
+
+
 # ------------------------------------------------------------------ errors
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())

@@ -1,24 +1,51 @@
 """Segmentation metrics: the ``000_...`` protocol (IoU, maximum F-beta, MAE) and COCO mask AP.
 
-Binary protocol (Beyond Reflections, ``000_0bffb380ab10507f.txt``, section 6): for one
-class, the ground truth is a binary image (the class's pixels white, all else black)
-and the prediction is either a hard mask or a probability map in ``[0, 1]``.
+One definition of the per-class scores, used by ``specula eval`` and by training's
+validation (``training.metrics_util`` accumulates through this module), so that a model's
+manifest and ``specula eval`` report the same numbers on the same predictions.
 
-- **IoU**: ``|P & G| / |P | G|`` of the hard prediction (a probability map is cut at
-  0.5). An image whose prediction and truth are both empty scores 1.
-- **MAE**: mean of ``|p - g|`` over the pixels, ``p`` the probability (or 0/1).
-- **maximum F-beta**, ``beta^2 = 0.3``: ``F = (1 + b2) P R / (b2 P + R)``. For a probability
-  map, precision and recall are taken at the 256 thresholds ``t/255, t = 0..255``
-  (``p >= t/255``, after quantising ``p`` to 8 bits like the PNG maps these models write),
-  and the maximum over thresholds is reported. For a hard mask there is one threshold,
-  so the value is the F-beta of the mask. Over a data set, precision and recall curves
-  are averaged over images first and the maximum is taken of the F-beta of the mean
-  curves (the convention of the salient/mirror/glass detection evaluation code the
-  ``000`` paper's models come from); IoU and MAE are means over images.
+Per image and class (``000_0bffb380ab10507f.txt`` section 6: the class's pixels white,
+everything else black): the truth ``G`` is a binary mask; the prediction ``p`` a
+probability map in ``[0, 1]`` or a hard mask; its hard mask ``H`` is ``p >= 0.5`` unless
+the caller passes its own (the CAM trainer cuts its maps lower).
+
+- **IoU** ``|H & G| / |H | G|``;
+- **precision and recall** at the 256 thresholds ``t/255`` (``p >= t/255`` after
+  quantising ``p`` to 8 bits, like the PNG maps these models write); a hard mask has one
+  operating point, the same at every threshold; **F-beta** ``(1 + b2) P R / (b2 P + R)``
+  with ``beta^2 = 0.3``;
+- **MAE** the mean of ``|p - g|`` over the pixels.
+
+Over a data set, for one class:
+
+- ``iou``: the mean of the per-image IoU over the images whose TRUTH holds the class;
+- ``max_fbeta``: the salient-object convention (the evaluation code of the mirror and
+  glass detectors ``000`` compares, GDNet's among them): precision and recall curves
+  averaged over the images whose truth holds the class, F-beta of the mean curves, the
+  maximum over thresholds; ``mean_image_max_fbeta`` is the other common reading (each
+  image's own maximum, averaged over the same images);
+- ``mae``: the mean of the per-image MAE over ALL images;
+- ``images_with_false_positives``: images whose truth lacks the class but whose hard
+  prediction holds at least one pixel of it;
+- ``pooled_iou``: the sum of intersections over the sum of unions over ALL images (so
+  false positives on images without the class count); a separate figure, never "IoU".
+
+An image whose truth lacks the class contributes nothing to that class's IoU and F-beta:
+with nothing to find, "perfect" or "zero" would be a convention, not a measurement, and
+a class missing from most images would otherwise be scored mostly on empty images. Its
+false positives show in MAE, in the false-positive count and in the pooled IoU. A class
+no truth image holds has ``iou`` and ``max_fbeta`` ``None``; ``mean_iou`` and
+``mean_max_fbeta`` average over the classes that have images.
 
 "Opposite mask" scores (``000``'s Table 1, red): a class's prediction scored against
-another class's truth (glass prediction against the mirror mask, and vice versa). High
-opposite scores mean the model confuses the two classes.
+another class's truth (glass prediction against the mirror mask, and vice versa), with
+the same definition (images whose mirror truth holds mirror). High opposite scores mean
+the model confuses the two classes.
+
+Entry points: ``image_scores`` (one class, one image), ``per_image_scores`` (one image's
+``(K, H, W)`` probability maps and ``(H, W)`` class-index truth, what a trainer has),
+``ClassAccumulator`` and ``ScoreAccumulator`` (a data set), ``binary_scores`` and
+``class_scores`` (pairs of maps and masks, what ``specula eval`` has).
 
 COCO mask AP: ``coco_mask_ap`` builds the ground truth and the detections as in-memory
 COCO objects from RLE and runs pycocotools' ``COCOeval`` with ``iouType="segm"``.
@@ -31,7 +58,7 @@ from __future__ import annotations
 import contextlib
 import io
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -147,58 +174,184 @@ def max_fbeta(pred: MaskLike, gt: MaskLike, beta2: float = BETA2) -> float:
     return float(np.max(fbeta(precision, recall, beta2)))
 
 
+# ------------------------------------------------------------------ one class on one image
+HARD_THRESHOLD = 0.5  # a probability map's hard mask is p >= 0.5 (the product proposes above 0.5)
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """One class on one image (see the module docstring).
+
+    ``iou``, ``max_fbeta``, ``precision`` and ``recall`` are ``None`` when the truth lacks
+    the class; ``false_positive`` is True only then, when the hard prediction holds some.
+    """
+
+    has_class: bool
+    mae: float
+    intersection: int
+    union: int
+    false_positive: bool
+    iou: Optional[float] = None
+    max_fbeta: Optional[float] = None
+    precision: Optional[np.ndarray] = None  # (256,) at thresholds t/255
+    recall: Optional[np.ndarray] = None
+
+
+def image_scores(pred: MaskLike, gt: MaskLike, hard: Optional[MaskLike] = None, beta2: float = BETA2) -> ImageScores:
+    """Score one class on one image: ``pred`` a map or mask, ``gt`` the binary truth.
+
+    ``hard``: the hard prediction IoU is taken of (default ``pred >= 0.5``).
+    """
+    g = as_bool(gt)
+    mask_pred = is_hard(pred)
+    prob = as_bool(pred).astype(np.float64) if mask_pred else as_probability(pred)
+    if prob.shape != g.shape:
+        raise ValueError(f"prediction {prob.shape} and truth {g.shape} differ in size")
+    h = as_bool(hard) if hard is not None else prob >= HARD_THRESHOLD
+    inter = int(np.count_nonzero(h & g))
+    union = int(np.count_nonzero(h | g))
+    err = float(np.mean(np.abs(prob - g))) if prob.size else 0.0
+    if not g.any():
+        return ImageScores(False, err, inter, union, bool(h.any()))
+    precision, recall = pr_curve(prob, g)
+    if mask_pred:
+        # t = 0 would keep every pixel; a mask has one operating point, the t >= 1 one
+        precision[0], recall[0] = precision[1], recall[1]
+    best = float(np.max(fbeta(precision, recall, beta2)))
+    return ImageScores(True, err, inter, union, False, inter / union, best, precision, recall)
+
+
+def per_image_scores(
+    probs: np.ndarray, target: np.ndarray, classes: Sequence[Optional[str]], beta2: float = BETA2,
+    hard: Optional[np.ndarray] = None,
+) -> dict[str, ImageScores]:
+    """Score one image's per-class maps: what a trainer's validation has.
+
+    Args:
+        probs: ``(K, H, W)`` float maps in ``[0, 1]``, channel ``k`` for ``classes[k]``.
+        target: ``(H, W)`` int truth; value ``k`` is ``classes[k]`` (other values: none).
+        classes: ``K`` names; ``None`` marks a channel not scored (the background).
+        hard: optional ``(K, H, W)`` bool hard predictions (default ``probs >= 0.5``).
+
+    Returns:
+        class name -> ``ImageScores``, for every named channel.
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or probs.shape[0] != len(classes) or probs.shape[1:] != np.shape(target):
+        raise ValueError(f"probabilities {probs.shape} do not match {len(classes)} classes and truth {np.shape(target)}")
+    out: dict[str, ImageScores] = {}
+    for k, name in enumerate(classes):
+        if name is None:
+            continue
+        out[name] = image_scores(probs[k], np.asarray(target) == k, None if hard is None else hard[k], beta2)
+    return out
+
+
 # ------------------------------------------------------------------ data set
 @dataclass
-class BinaryScores:
-    """IoU, maximum F-beta and MAE of one class over a data set (means over images)."""
+class ClassScores:
+    """One class over a data set (see the module docstring for each figure)."""
 
-    iou: float
-    fbeta: float
-    mae: float
-    n_images: int
+    iou: Optional[float]
+    max_fbeta: Optional[float]
+    mae: Optional[float]
+    images: int
+    images_with_class: int
+    images_with_false_positives: int
+    mean_image_max_fbeta: Optional[float] = None
+    pooled_iou: Optional[float] = None
 
     def as_dict(self) -> dict:
-        return {"iou": self.iou, "fbeta": self.fbeta, "mae": self.mae, "n_images": self.n_images}
+        return {"iou": self.iou, "max_fbeta": self.max_fbeta, "mae": self.mae, "images": self.images,
+                "images_with_class": self.images_with_class,
+                "images_with_false_positives": self.images_with_false_positives,
+                "mean_image_max_fbeta": self.mean_image_max_fbeta, "pooled_iou": self.pooled_iou}
 
 
 @dataclass
-class BinaryAccumulator:
-    """Adds images one at a time; ``result()`` gives the data-set scores.
-
-    Hard predictions contribute a one-threshold curve (their P and R at every
-    level), so a data set of masks gets the mean-P/mean-R F-beta of those masks.
-    """
+class ClassAccumulator:
+    """Adds one class's images one at a time; ``result()`` gives the data-set scores."""
 
     beta2: float = BETA2
     ious: list[float] = field(default_factory=list)
+    image_fbetas: list[float] = field(default_factory=list)
     maes: list[float] = field(default_factory=list)
+    false_positives: int = 0
+    intersection: int = 0
+    union: int = 0
     precision_sum: np.ndarray = field(default_factory=lambda: np.zeros(N_THRESHOLDS))
     recall_sum: np.ndarray = field(default_factory=lambda: np.zeros(N_THRESHOLDS))
 
-    def add(self, pred: MaskLike, gt: MaskLike) -> None:
-        """Score one image: ``pred`` a mask or probability map, ``gt`` the binary truth."""
-        if is_hard(pred):
-            pred = as_bool(pred)  # levels 0/255 only: P and R are constant over t = 1..255
-        precision, recall = pr_curve(pred, gt)
-        if is_hard(pred):
-            # t = 0 would keep every pixel; a mask has one operating point, the t >= 1 one
-            precision[0], recall[0] = precision[1], recall[1]
-        self.precision_sum += precision
-        self.recall_sum += recall
-        self.ious.append(iou(pred, gt))
-        self.maes.append(mae(pred, gt))
+    def add(self, pred: MaskLike, gt: MaskLike, hard: Optional[MaskLike] = None) -> ImageScores:
+        """Score one image (``image_scores``) and add it; returns its scores."""
+        scores = image_scores(pred, gt, hard, self.beta2)
+        self.add_scores(scores)
+        return scores
 
-    def result(self) -> BinaryScores:
+    def add_scores(self, s: ImageScores) -> None:
+        """Add one image already scored by ``image_scores`` / ``per_image_scores``."""
+        self.maes.append(s.mae)
+        self.intersection += s.intersection
+        self.union += s.union
+        if not s.has_class:
+            self.false_positives += int(s.false_positive)
+            return
+        assert s.iou is not None and s.max_fbeta is not None and s.precision is not None and s.recall is not None
+        self.ious.append(s.iou)
+        self.image_fbetas.append(s.max_fbeta)
+        self.precision_sum += s.precision
+        self.recall_sum += s.recall
+
+    def result(self) -> ClassScores:
         n = len(self.ious)
-        if n == 0:
-            return BinaryScores(float("nan"), float("nan"), float("nan"), 0)
-        f = fbeta(self.precision_sum / n, self.recall_sum / n, self.beta2)
-        return BinaryScores(float(np.mean(self.ious)), float(np.max(f)), float(np.mean(self.maes)), n)
+        mean_curve = None
+        if n:
+            mean_curve = float(np.max(fbeta(self.precision_sum / n, self.recall_sum / n, self.beta2)))
+        return ClassScores(
+            iou=float(np.mean(self.ious)) if n else None,
+            max_fbeta=mean_curve,
+            mae=float(np.mean(self.maes)) if self.maes else None,
+            images=len(self.maes),
+            images_with_class=n,
+            images_with_false_positives=self.false_positives,
+            mean_image_max_fbeta=float(np.mean(self.image_fbetas)) if n else None,
+            pooled_iou=self.intersection / self.union if self.union else None,
+        )
 
 
-def binary_scores(pairs: Iterable[tuple[MaskLike, MaskLike]], beta2: float = BETA2) -> BinaryScores:
-    """IoU, maximum F-beta and MAE over ``(prediction, truth)`` pairs of one class."""
-    acc = BinaryAccumulator(beta2=beta2)
+class ScoreAccumulator:
+    """Per-class accumulators for a data set of images scored by ``per_image_scores``.
+
+    ``result()``: ``{"per_class": {class: ClassScores.as_dict()}, "mean_iou", "mean_max_fbeta"}``,
+    the means over the classes that have images (``None`` when none has).
+    """
+
+    def __init__(self, classes: Sequence[str], beta2: float = BETA2):
+        self.classes = list(classes)
+        self.acc = {c: ClassAccumulator(beta2=beta2) for c in self.classes}
+
+    def add(self, scores: Mapping[str, ImageScores]) -> None:
+        """Add one image's ``per_image_scores`` (classes not accumulated are ignored)."""
+        for name, s in scores.items():
+            if name in self.acc:
+                self.acc[name].add_scores(s)
+
+    def result(self) -> dict:
+        per = {c: a.result().as_dict() for c, a in self.acc.items()}
+        return {"per_class": per, **mean_over_classes(per)}
+
+
+def mean_over_classes(per_class: Mapping[str, Mapping[str, Any]]) -> dict[str, Optional[float]]:
+    """``mean_iou`` and ``mean_max_fbeta`` over the classes that have images."""
+    ious = [v["iou"] for v in per_class.values() if v.get("iou") is not None]
+    fs = [v["max_fbeta"] for v in per_class.values() if v.get("max_fbeta") is not None]
+    return {"mean_iou": float(np.mean(ious)) if ious else None,
+            "mean_max_fbeta": float(np.mean(fs)) if fs else None}
+
+
+def binary_scores(pairs: Iterable[tuple[MaskLike, MaskLike]], beta2: float = BETA2) -> ClassScores:
+    """The scores of one class over ``(prediction, truth)`` pairs, one pair per image."""
+    acc = ClassAccumulator(beta2=beta2)
     for pred, gt in pairs:
         acc.add(pred, gt)
     return acc.result()
@@ -210,8 +363,8 @@ def class_scores(
     classes: Sequence[str],
     image_sizes: Sequence[tuple[int, int]],
     opposite: Sequence[tuple[str, str]] = (),
-) -> dict[str, BinaryScores]:
-    """Per-class binary scores, plus "opposite mask" scores.
+) -> dict[str, ClassScores]:
+    """Per-class scores, plus "opposite mask" scores.
 
     Args:
         preds, gts: one dict per image, class name -> map or mask (a missing class
@@ -222,9 +375,9 @@ def class_scores(
             under the key ``"pred_class->gt_class"`` (e.g. ``"glass->mirror"``).
     """
     jobs = [(c, c, c) for c in classes] + [(f"{p}->{g}", p, g) for p, g in opposite]
-    out: dict[str, BinaryScores] = {}
+    out: dict[str, ClassScores] = {}
     for key, pc, gc in jobs:
-        acc = BinaryAccumulator()
+        acc = ClassAccumulator()
         for pred, gt, size in zip(preds, gts, image_sizes):
             empty = np.zeros(size, bool)
             acc.add(pred.get(pc, empty), gt.get(gc, empty))

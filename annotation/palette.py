@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+import numpy as np
+
+from annotation.attributes import AttributeDef, AttributeError_
 from annotation.document import Instance
 from annotation.resources import asset_path
 
@@ -61,6 +64,27 @@ class RuleViolation:
         )
 
 
+MAX_CLASS_NAME = 100
+
+
+def class_name_problem(name: object) -> Optional[str]:
+    """Why ``name`` cannot be a class name (None when it can): class names travel into
+    XML, JSON, file names and menus, so they are short printable text."""
+    if not isinstance(name, str):
+        return f"a class name must be text, not {type(name).__name__}"
+    if not name.strip():
+        return "a class name cannot be empty"
+    if len(name) > MAX_CLASS_NAME:
+        return f"class name of {len(name)} characters (at most {MAX_CLASS_NAME})"
+    for ch in name:
+        if ch.isprintable() or ch == " ":
+            continue
+        if 0xD800 <= ord(ch) <= 0xDFFF:
+            return f"class name {name.encode('utf-8', 'backslashreplace').decode('ascii', 'replace')!r} holds a lone surrogate"
+        return f"class name {name!r} holds the control character U+{ord(ch):04X}"
+    return None
+
+
 @dataclass(frozen=True)
 class Palette:
     name: str
@@ -69,15 +93,33 @@ class Palette:
     # CVAT-style "remove underlying pixels": new masks do not take pixels from
     # accepted masks of other classes
     exclusive: bool = False
+    attributes: tuple[AttributeDef, ...] = ()  # what each instance may carry besides its class
+    tags: tuple[str, ...] = ()  # image-level labels offered (others may be typed)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.classes]
+        for n in names:
+            problem = class_name_problem(n)
+            if problem:
+                raise PaletteError(f"palette '{self.name}': {problem}")
         if len(set(names)) != len(names):
             raise PaletteError(f"palette '{self.name}' names a class twice: {names}")
         for r in self.rules:
             for n in (r.inner, r.outer):
                 if n not in names:
                     raise PaletteError(f"palette '{self.name}': rule names unknown class '{n}'")
+        seen = set()
+        for a in self.attributes:
+            if a.name in seen:
+                raise PaletteError(f"palette '{self.name}' defines the attribute '{a.name}' twice")
+            seen.add(a.name)
+            for n in a.classes:
+                if n not in names:
+                    raise PaletteError(f"palette '{self.name}': attribute '{a.name}' names unknown class '{n}'")
+
+    def attributes_of(self, class_name: str) -> list[AttributeDef]:
+        """The attributes an instance of ``class_name`` can carry, in the palette's order."""
+        return [a for a in self.attributes if a.applies_to(class_name)]
 
     @property
     def names(self) -> list[str]:
@@ -95,6 +137,20 @@ class Palette:
     def color_of(self, name: str) -> tuple[int, int, int]:
         return self.get(name).color
 
+    def key_of(self, name: str) -> Optional[str]:
+        """The digit key of a class: its own ``key``, else its position (1-9) when that
+        digit is not another class's key."""
+        c = self.get(name)
+        if c.key:
+            return c.key
+        own = {k.key for k in self.classes if k.key}
+        pos = str(self.names.index(name) + 1)
+        return pos if len(pos) == 1 and pos != "0" and pos not in own else None
+
+    def class_for_key(self, key: str) -> Optional[str]:
+        """The class a digit key chooses (see ``key_of``)."""
+        return next((n for n in self.names if self.key_of(n) == key), None)
+
     def class_for_color(self, rgb: Sequence[int]) -> Optional[str]:
         rgb = tuple(int(v) for v in rgb[:3])
         for c in self.classes:
@@ -110,12 +166,16 @@ class Palette:
         return None
 
     def with_class(self, name: str, color: Optional[tuple[int, int, int]] = None) -> "Palette":
-        """This palette plus one class (used when an import brings a class it lacks)."""
+        """This palette plus one class (used when an import brings a class it lacks): with
+        the colour of the qualitative palette farthest from the classes already there (or
+        the one given), and the next free digit key."""
         if name in self:
             return self
-        color = color or _auto_color(len(self.classes))
-        cls = ClassDef(name, color, None, len(self.classes))
-        return Palette(self.name, self.classes + (cls,), self.rules, self.exclusive)
+        color = color or distinct_color([c.color for c in self.classes])
+        used = {c.key for c in self.classes}
+        key = next((k for k in "123456789" if k not in used), None)
+        cls = ClassDef(name, color, key, len(self.classes))
+        return Palette(self.name, self.classes + (cls,), self.rules, self.exclusive, self.attributes, self.tags)
 
     def to_dict(self) -> dict:
         return {
@@ -129,6 +189,8 @@ class Palette:
                 {"kind": "inside", "inner": r.inner, "outer": r.outer, "tolerance": r.tolerance}
                 for r in self.rules
             ],
+            "attributes": [a.to_dict() for a in self.attributes],
+            "tags": list(self.tags),
         }
 
     @classmethod
@@ -146,7 +208,13 @@ class Palette:
                 if r.get("kind", "inside") != "inside":
                     raise PaletteError(f"{source}: unknown rule kind '{r.get('kind')}' (known: inside)")
                 rules.append(InsideRule(str(r["inner"]), str(r["outer"]), float(r.get("tolerance", 0.0))))
-            return cls(str(data.get("name", Path(source).stem)), tuple(classes), tuple(rules), bool(data.get("exclusive", False)))
+            try:
+                attributes = tuple(AttributeDef.from_dict(a) for a in data.get("attributes", []))
+            except AttributeError_ as exc:
+                raise PaletteError(f"{source}: {exc}") from None
+            tags = tuple(str(t) for t in data.get("tags", []))
+            return cls(str(data.get("name", Path(source).stem)), tuple(classes), tuple(rules),
+                       bool(data.get("exclusive", False)), attributes, tags)
         except PaletteError as exc:
             # checks made by Palette itself (duplicate names, rules naming unknown
             # classes) do not know the file: name it here
@@ -157,11 +225,28 @@ class Palette:
             raise PaletteError(f"{source}: not a valid palette ({exc!r}); see assets/palettes for examples") from None
 
 
-def _auto_color(i: int) -> tuple[int, int, int]:
-    import colorsys
+# Kelly's 22 colours of maximum contrast (1965), without white and black, which read as
+# "nothing" over photos: a qualitative palette made to tell categories apart
+QUALITATIVE = (
+    (243, 195, 0), (135, 86, 146), (243, 132, 0), (161, 202, 241), (190, 0, 50), (194, 178, 128),
+    (132, 132, 130), (0, 136, 86), (230, 143, 172), (0, 103, 165), (249, 150, 121), (96, 78, 151),
+    (246, 166, 0), (179, 68, 108), (220, 211, 0), (136, 45, 23), (141, 182, 0), (101, 69, 34),
+    (226, 88, 34),
+)
 
-    r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.95)
-    return int(r * 255), int(g * 255), int(b * 255)
+
+def _lab(rgb: Sequence[int]) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(np.array([[rgb]], np.uint8), cv2.COLOR_RGB2LAB)[0, 0].astype(float)
+
+
+def distinct_color(taken: Sequence[tuple[int, int, int]]) -> tuple[int, int, int]:
+    """The colour of ``QUALITATIVE`` farthest (in CIELAB) from every colour in ``taken``."""
+    if not taken:
+        return QUALITATIVE[0]
+    taken_lab = [_lab(c) for c in taken]
+    return max(QUALITATIVE, key=lambda c: min(float(np.linalg.norm(_lab(c) - t)) for t in taken_lab))
 
 
 def load_palette(path: str | Path) -> Palette:

@@ -30,19 +30,41 @@ class ScanReport:
     skipped: Optional[str] = None  # why no image was added (a read-only project), or None
 
 
-def find_image_files(root: Path) -> list[str]:
+def _is_text(name: str) -> bool:
+    """A file name the project can store: valid UTF-8 (os.walk hands undecodable bytes
+    over as surrogates, which SQLite, JSON and every export would choke on)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def find_image_files(root: Path, unreadable_names: Optional[list[str]] = None) -> list[str]:
     """Project-relative POSIX paths of the image files under ``root``, searched recursively.
 
     Folders whose name starts with ``.`` are skipped; folders are walked in sorted
     order and the files of each folder sorted, so the order is stable across runs.
+    Files and folders whose names are not valid UTF-8 are left out; their names (with
+    the bad bytes escaped) go to ``unreadable_names`` when given, to be reported.
     """
     root = Path(root)
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        bad = [d for d in dirnames if not _is_text(d)]
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and _is_text(d))
         for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(Path(dirpath, name).relative_to(root).as_posix())
+            if not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            rel = Path(dirpath, name).relative_to(root).as_posix()
+            if _is_text(rel):
+                found.append(rel)
+            else:
+                bad.append(name)
+        if unreadable_names is not None:
+            for name in bad:
+                shown = Path(dirpath, name).relative_to(root).as_posix()
+                unreadable_names.append(shown.encode("utf-8", "backslashreplace").decode("utf-8"))
     return found
 
 

@@ -10,7 +10,7 @@ from typing import Callable
 
 from annotation.document import InstanceState
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # the states counted per image, in the order of the image columns n_<state>
 COUNTED_STATES = tuple(s.value for s in InstanceState)
 
@@ -101,5 +101,14 @@ def _migrate_3(db: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_4(db: sqlite3.Connection) -> None:
+    # what the formats carry beside the pixels, kept instead of dropped: COCO's iscrowd,
+    # per-instance attributes (CVAT attributes and occluded, labelme flags: a JSON object
+    # of name -> value) and per-image tags (CVAT tags, labelme image flags: a JSON list)
+    db.execute("ALTER TABLE instances ADD COLUMN iscrowd INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE instances ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'")
+    db.execute("ALTER TABLE images ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'")
+
+
 # index i migrates schema version i to i + 1
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2, _migrate_3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]

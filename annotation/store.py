@@ -34,21 +34,31 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from annotation import rle as rle_codec
 from annotation.document import ImageRecord, ImageStatus, Instance, InstanceState
+from annotation.lock import ProjectBusy, ProjectLock
 from annotation.mask import Mask
 from annotation.palette import DEFAULT_PALETTE, Palette, builtin_palette
 from annotation.scanning import ScannedImage, ScanReport, find_image_files, read_image_headers
 from annotation.schema import COUNTED_STATES, MIGRATIONS, SCHEMA_VERSION
 
 DB_NAME = "specula.db"
-# how long opening waits for another writer before saying so; afterwards writes wait
-# longer, because the desktop's own worker threads write to the same file
+# how long opening, and then each write, waits for another writer before saying so.
+# Specula's own writers exclude each other by the project lock (annotation.lock), so a
+# wait means a foreign program; the editor must not freeze for long behind it.
 OPEN_BUSY_TIMEOUT_S = 2.0
-BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_MS = 5_000
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 class StoreError(Exception):
     """A project that cannot be opened or written; the message says what to do."""
+
+
+class ProjectInUse(StoreError):
+    """Another writer (a Specula window, an import) holds the project; ``holder`` says who."""
+
+    def __init__(self, root: Path, holder: str):
+        super().__init__(f"{root} is open in {holder}; close it there first, or open it read-only")
+        self.holder = holder
 
 
 # ------------------------------------------------------------------ permissions
@@ -168,6 +178,7 @@ class ProjectStore:
         self.read_only: Optional[str] = read_only
         self.in_memory = in_memory
         self._internal = 0  # > 0 while the store writes to its own in-memory copy
+        self._lock: Optional[ProjectLock] = None  # held while this store is the project's writer
 
     # ------------------------------------------------------------ open / close
     @classmethod
@@ -179,6 +190,7 @@ class ProjectStore:
         create: bool = True,
         scan: bool = True,
         read_only: Optional[bool] = None,
+        writer: Optional[str] = None,
     ) -> "ProjectStore":
         """Open (or create) the project in ``folder``; scans for new images unless told not to.
 
@@ -186,6 +198,10 @@ class ProjectStore:
         ``specula.db``; True opens read-only even where writing is allowed; False
         refuses (``StoreError``) a project that cannot be written. ``palette`` is
         stored when the project has none yet or a different one.
+
+        ``writer`` names who will change the project ("the editor", "specula import"):
+        the store then holds the project's lock until it is closed, and raises
+        ``ProjectInUse`` (saying who holds it) when another writer has it.
         """
         root = Path(folder).expanduser().resolve()
         if not root.exists():
@@ -207,6 +223,26 @@ class ProjectStore:
             raise StoreError(reason)
         if exists:
             _check_header(path)
+        lock = None
+        if writer is not None and reason is None:
+            try:
+                lock = ProjectLock.acquire(root, writer)
+            except ProjectBusy as exc:
+                raise ProjectInUse(root, exc.holder) from None
+            except OSError:
+                lock = None  # a folder where no lock file can be made is read-only: decided above
+        try:
+            store = cls._open_locked(root, path, exists, reason, palette, scan)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        store._lock = lock
+        return store
+
+    @classmethod
+    def _open_locked(cls, root: Path, path: Path, exists: bool, reason: Optional[str], palette: Optional[Palette],
+                     scan: bool) -> "ProjectStore":
         if reason is not None and not exists:
             store = cls(root, _memory_db(), read_only=reason, in_memory=True)
             with store._internal_writes():
@@ -230,7 +266,6 @@ class ProjectStore:
         except BaseException:
             store.close()
             raise
-        # once open, writers wait longer: the desktop's worker threads share the file
         store._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if scan:
             store.scan_images()
@@ -337,6 +372,9 @@ class ProjectStore:
             self._db.close()
         except sqlite3.Error:
             pass
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> "ProjectStore":
         return self
@@ -349,7 +387,10 @@ class ProjectStore:
         path = self.root / DB_NAME
         if _is_busy(exc):
             return StoreError(_locked_message(path))
-        return StoreError(f"could not {doing} {path} ({exc}); free disk space and retry")
+        if "full" in str(exc).lower():
+            return StoreError(f"could not {doing} {path}: the disk is full; free some space and try again "
+                              f"(nothing was half-saved)")
+        return StoreError(f"could not {doing} {path} ({exc}); check the disk and try again (nothing was half-saved)")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -370,23 +411,26 @@ class ProjectStore:
         except BaseException:
             self._depth -= 1
             if self._depth == 0:
-                self._db.execute("ROLLBACK")
-                self._palette = None  # a rolled-back set_palette must not linger in memory
+                self._rollback()
             raise
         else:
             self._depth -= 1
             if self._depth == 0:
                 try:
                     self._db.execute("COMMIT")
-                except sqlite3.OperationalError as exc:
-                    self._db.execute("ROLLBACK")
-                    self._palette = None
-                    if _is_busy(exc):
-                        raise StoreError(_locked_message(self.root / DB_NAME)) from None
-                    raise StoreError(
-                        f"could not save to {self.root / DB_NAME} ({exc}); free disk space and retry: "
-                        f"the edit is still on screen"
-                    ) from None
+                except sqlite3.Error as exc:
+                    self._rollback()
+                    raise self._write_error(exc, "save to") from None
+
+    def _rollback(self) -> None:
+        """Take back the open transaction. SQLite may already have rolled it back itself
+        (a full disk, an I/O error): then there is nothing left to take back."""
+        self._palette = None  # a rolled-back set_palette must not linger in memory
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def _write(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
@@ -462,7 +506,10 @@ class ProjectStore:
         project nothing is added and ``skipped`` says why; ``missing`` is still reported.
         """
         report = ScanReport()
-        found = find_image_files(self.root)
+        bad_names: list[str] = []
+        found = find_image_files(self.root, bad_names)
+        for name in bad_names:
+            report.errors[name] = "its name is not valid UTF-8 text; rename the file to add it"
         known = self.known_image_paths()
         report.missing = sorted(known - set(found))
         new = [p for p in found if p not in known]
@@ -476,7 +523,7 @@ class ProjectStore:
                 progress(i + 1, len(new))
         added = self.add_scanned(scanned)
         report.added = [r.path for r in added]
-        report.errors = {r.path: r.error for r in added if r.error}
+        report.errors.update({r.path: r.error for r in added if r.error})
         return report
 
     def add_image(self, rel_path: str, height: int, width: int) -> int:
@@ -490,13 +537,13 @@ class ProjectStore:
         )
         return int(cur.lastrowid)
 
-    _IMAGE_COLS = "id, path, width, height, status, sha1, error, n_proposed, n_accepted, n_rejected"
+    _IMAGE_COLS = "id, path, width, height, status, sha1, error, n_proposed, n_accepted, n_rejected, tags"
 
     @staticmethod
     def _image_row(row: sqlite3.Row | tuple) -> ImageRecord:
         return ImageRecord(
             id=row[0], path=row[1], width=row[2], height=row[3], status=ImageStatus(row[4]), sha1=row[5],
-            error=row[6], n_proposed=row[7], n_accepted=row[8], n_rejected=row[9],
+            error=row[6], n_proposed=row[7], n_accepted=row[8], n_rejected=row[9], tags=json.loads(row[10]),
         )
 
     def images(self) -> list[ImageRecord]:
@@ -550,10 +597,11 @@ class ProjectStore:
         return dict(zip(COUNTED_STATES, (int(n) for n in row)))
 
     # ------------------------------------------------------------ instances
-    _INST_COLS = "id, image_id, class_name, state, origin, score, x0, y0, w, h, rle, created, modified, hidden"
+    _INST_COLS = ("id, image_id, class_name, state, origin, score, x0, y0, w, h, rle, created, modified, hidden, "
+                  "iscrowd, attributes")
 
     def _instance_from_row(self, row: tuple, sizes: dict[int, tuple[int, int]]) -> Instance:
-        (iid, image_id, cls, state, origin, score, x0, y0, w, h, rle, created, modified, hidden) = row
+        (iid, image_id, cls, state, origin, score, x0, y0, w, h, rle, created, modified, hidden, crowd, attrs) = row
         size = sizes.get(image_id)
         if size is None:
             img = self.image(image_id)
@@ -570,6 +618,8 @@ class ProjectStore:
             created=created,
             modified=modified,
             hidden=bool(hidden),
+            iscrowd=bool(crowd),
+            attributes=json.loads(attrs),
         )
 
     def instances(
@@ -606,10 +656,11 @@ class ProjectStore:
         """Store a new instance (or re-store a deleted one with its old id, for undo)."""
         x0, y0, w, h, rle = self._mask_columns(inst.mask)
         cur = self._write(
-            f"INSERT INTO instances({self._INST_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO instances({self._INST_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 inst.id, inst.image_id, inst.class_name, InstanceState(inst.state).value, inst.origin,
                 inst.score, x0, y0, w, h, rle, inst.created, inst.modified, int(inst.hidden),
+                int(bool(inst.iscrowd)), json.dumps(inst.attributes or {}),
             ),
         )
         inst.id = int(cur.lastrowid)
@@ -652,10 +703,11 @@ class ProjectStore:
             x0, y0, w, h, rle = self._spliced_columns(inst, changed)
         cur = self._write(
             "UPDATE instances SET class_name=?, state=?, origin=?, score=?, x0=?, y0=?, w=?, h=?, rle=?, "
-            "modified=?, hidden=? WHERE id=?",
+            "modified=?, hidden=?, iscrowd=?, attributes=? WHERE id=?",
             (
                 inst.class_name, InstanceState(inst.state).value, inst.origin, inst.score,
-                x0, y0, w, h, rle, inst.modified, int(inst.hidden), inst.id,
+                x0, y0, w, h, rle, inst.modified, int(inst.hidden), int(bool(inst.iscrowd)),
+                json.dumps(inst.attributes or {}), inst.id,
             ),
         )
         if cur.rowcount != 1:
@@ -683,6 +735,15 @@ class ProjectStore:
             (class_name, time.time(), json.dumps([int(i) for i in ids])),
         )
         return cur.rowcount
+
+    def set_attributes(self, instance_id: int, attributes: dict) -> None:
+        """Replace an instance's attributes (a JSON object: name -> str, number or bool)."""
+        self._write("UPDATE instances SET attributes=?, modified=? WHERE id=?",
+                    (json.dumps(attributes), time.time(), instance_id))
+
+    def set_image_tags(self, image_id: int, tags: Sequence[str]) -> None:
+        """Replace an image's tags (image-level labels, in the order given, without repeats)."""
+        self._write("UPDATE images SET tags=? WHERE id=?", (json.dumps(list(dict.fromkeys(tags))), image_id))
 
     def set_hidden(self, instance_id: int, hidden: bool) -> None:
         """Show or hide an instance: a view setting the expert chose, kept across restarts."""
@@ -749,3 +810,32 @@ class ProjectStore:
             Interaction(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]))
             for r in self._db.execute(sql, params).fetchall()
         ]
+
+    # ------------------------------------------------------------ queries for the images panel's filters
+    # Asked when a filter changes (every image at once) or after an action (its one image,
+    # ``image_id``): never per row of a list, so that filtering thousands of images stays a
+    # set lookup per row.
+    def image_ids_with_class(self, class_name: str, image_id: Optional[int] = None) -> set[int]:
+        """Ids of the images that hold a proposed or accepted instance of ``class_name``
+        (a rejected one says the class is not there). With ``image_id``, only that image
+        is looked at: the answer is ``{image_id}`` or empty."""
+        # per image through the instances_by_image index, stopping at the first instance
+        # found: twice as fast as a DISTINCT over every instance of a common class
+        sql = ("SELECT id FROM images WHERE EXISTS (SELECT 1 FROM instances "
+               "WHERE instances.image_id=images.id AND class_name=? AND state!=?)")
+        params: list[Any] = [class_name, InstanceState.REJECTED.value]
+        if image_id is not None:
+            sql += " AND id=?"
+            params.append(image_id)
+        return {int(r[0]) for r in self._db.execute(sql, params)}
+
+    def image_ids_with_proposal_score(self, lo: float, hi: float, image_id: Optional[int] = None) -> set[int]:
+        """Ids of the images with at least one waiting proposal (state ``proposed``) whose
+        score lies in [lo, hi], both ends included; a proposal without a score is in no
+        range. With ``image_id``, only that image is looked at."""
+        sql = "SELECT DISTINCT image_id FROM instances WHERE state=? AND score BETWEEN ? AND ?"
+        params: list[Any] = [InstanceState.PROPOSED.value, float(lo), float(hi)]
+        if image_id is not None:
+            sql += " AND image_id=?"
+            params.append(image_id)
+        return {int(r[0]) for r in self._db.execute(sql, params)}

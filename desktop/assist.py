@@ -41,6 +41,7 @@ class Assist(QObject):
         self.predictor = PromptPredictor(self.host, self)
         self.proposer = Proposer(ctx, canvas)
         self.review = ReviewController(ctx.session, canvas, self)
+        self.review.on_exhausted = navigator.next_pending
         self.proposer.busy_changed.connect(self._busy)
         self.proposer.progress.connect(self._progress)
         self.proposer.done.connect(lambda t: ctx.say(t, 8000))
@@ -66,8 +67,9 @@ class Assist(QObject):
         self.job_cancel.clicked.connect(self.proposer.cancel)
         return [self.device_label, self.job_bar, self.job_cancel]
 
-    def _device(self, text: str) -> None:
-        self.device_label.setText(f"Inference: {text}")
+    def _device(self, short: str, full: str) -> None:
+        self.device_label.setText(f"Inference: {short.removeprefix('inference on ')}")
+        self.device_label.setToolTip(full)
 
     def _busy(self, busy: bool, text: str) -> None:
         self.job_bar.setVisible(busy)
@@ -90,17 +92,17 @@ class Assist(QObject):
         r = self.review
         A = {}
 
-        def add(name, text, keys, fn):
-            A[name] = make_action(parent, name, text, keys, fn)
+        def add(name, text, fn):
+            A[name] = make_action(parent, name, text, fn)
 
-        add("review.accept", "&Accept proposal", "A", lambda: r.accept())
-        add("review.reject", "&Reject proposal", "R", lambda: r.reject())
-        add("review.reject_rest", "Reject the &rest of this image", "Shift+R", r.reject_rest)
-        add("review.next", "&Next proposal", ["N", "Tab"], r.next)
-        add("action.propose_image", "Propose this &image", "Ctrl+P", self.proposer.propose_image)
-        add("action.propose_project", "Propose the whole &project", "Ctrl+Shift+P", self.proposer.propose_images)
-        add("action.cancel_job", "Cancel the running job", "", self.proposer.cancel)
-        add("action.train", "&Train now", "", self.start_training)
+        add("review.accept", "&Accept proposal", lambda: r.accept())
+        add("review.reject", "&Reject proposal", lambda: r.reject())
+        add("review.reject_rest", "Reject the &rest of this image", r.reject_rest)
+        add("review.next", "&Next proposal", r.next)
+        add("action.propose_image", "Propose this &image", self.proposer.propose_image)
+        add("action.propose_project", "Propose the whole &project", self.proposer.propose_images)
+        add("action.cancel_job", "Cancel the running job", self.proposer.cancel)
+        add("action.train", "&Train now", self.start_training)
         self.actions = A
         return A
 

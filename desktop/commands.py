@@ -5,10 +5,10 @@ state change and the interaction-log row commit together or not at all. The firs
 logs the action with its start and end time; later redos and undos are logged as
 ``redo`` / ``undo`` (training data must know what was taken back).
 
-When an action cannot be saved (a read-only project, a full disk), the session has
-already re-read the image, so the screen shows what the store holds; the first redo
-marks the command obsolete so that it never enters the stack, and a failed undo or redo
-asks the window (``session.failed``) to clear a history that no longer matches.
+When an action cannot be saved (a full disk), the session has already re-read the image,
+so the screen shows what the store holds, and the command waits as the next Redo for a
+retry; in a read-only project it never enters the stack; a failed undo asks the window
+(``session.failed``) to clear a history that no longer matches.
 
 A mask edit holds a ``MaskDelta``: the changed tiles before and after, bit-packed, so
 its memory follows what was touched, not the instance.
@@ -22,16 +22,23 @@ from PySide6.QtGui import QUndoCommand
 
 from annotation.delta import MaskDelta
 from annotation.document import Instance
+from annotation.store import StoreError
 from desktop.session import EditingSession
 
 
 class StoreCommand(QUndoCommand):
-    """An action with an undo; subclasses implement ``apply(first)`` and ``revert()``."""
+    """An action with an undo; subclasses implement ``apply(first)`` and ``revert()``.
+
+    ``applied`` says whether the document holds the action now. A redo that could not
+    be saved leaves it unapplied; the window then moves the stack back one step (an
+    undo of an unapplied command does nothing), so the action waits as the next Redo.
+    """
 
     def __init__(self, session: EditingSession, text: str):
         super().__init__(text)
         self.session = session
         self.done_once = False
+        self.applied = False
         self.failed = False
 
     def apply(self, first: bool) -> None:
@@ -42,13 +49,19 @@ class StoreCommand(QUndoCommand):
 
     def redo(self) -> None:
         first = not self.done_once
+        if self.session.read_only:  # nothing can be saved here: the command never enters the stack
+            self.failed = True
+            self.setObsolete(True)
+            self.session.report_failure(self.text()[:1].upper() + self.text()[1:], StoreError(self.session.read_only),
+                                        "dropped")
+            return
         if self._run(lambda: self.apply(first), "redo"):
             self.done_once = True
-        elif first:
-            self.setObsolete(True)  # never enters the stack
+            self.applied = True
 
     def undo(self) -> None:
-        self._run(self.revert, "undo")
+        if self.applied and self._run(self.revert, "undo"):
+            self.applied = False
 
     def _run(self, fn, direction: str) -> bool:
         try:
@@ -56,10 +69,11 @@ class StoreCommand(QUndoCommand):
                 fn()
         except Exception as exc:  # noqa: BLE001 - reported to the user; memory re-read from the store
             self.failed = True
-            first = direction == "redo" and not self.done_once
-            what = self.text() if first else f"{direction} of {self.text()}"
-            self.session.report_failure(what[:1].upper() + what[1:], exc, history_intact=first)
+            what = self.text() if direction == "redo" else f"undo of {self.text()}"
+            self.session.report_failure(what[:1].upper() + what[1:], exc,
+                                        "retry" if direction == "redo" else "history")
             return False
+        self.failed = False
         return True
 
 
@@ -174,3 +188,44 @@ class ChangeClassCommand(LoggedCommand):
         for i in self.ids:
             self.session.set_class(i, self.old[i])
         self.log_revert(self.ids[0], self.old[self.ids[0]])
+
+
+class SetAttributesCommand(LoggedCommand):
+    """New attribute values of one instance (the whole dict before and after)."""
+
+    def __init__(self, session: EditingSession, instance_id: int, attributes: dict):
+        inst = session.instances[instance_id]
+        self.instance_id = instance_id
+        self.before = dict(inst.attributes)
+        self.after = dict(attributes)
+        changed = sorted(k for k in set(self.before) | set(self.after) if self.before.get(k) != self.after.get(k))
+        super().__init__(session, "set_attributes", "attributes of #%d" % instance_id, None,
+                         {"tool": "attributes", "area_change": 0, "changed": changed,
+                          "values": {k: self.after.get(k) for k in changed}})
+
+    def apply(self, first: bool) -> None:
+        self.session.set_attributes(self.instance_id, self.after)
+        self.log_apply(first, self.instance_id, self.session.instances[self.instance_id].class_name)
+
+    def revert(self) -> None:
+        self.session.set_attributes(self.instance_id, self.before)
+        self.log_revert(self.instance_id, self.session.instances[self.instance_id].class_name)
+
+
+class SetTagsCommand(LoggedCommand):
+    """New tags of the current image."""
+
+    def __init__(self, session: EditingSession, tags: Sequence[str]):
+        assert session.image is not None
+        self.before = list(session.image.tags)
+        self.after = list(dict.fromkeys(tags))
+        super().__init__(session, "set_tags", "image tags", None, {"tool": "tags", "area_change": 0,
+                                                                    "tags": self.after})
+
+    def apply(self, first: bool) -> None:
+        self.session.set_tags(self.after)
+        self.log_apply(first, None, None)
+
+    def revert(self) -> None:
+        self.session.set_tags(self.before)
+        self.log_revert(None, None)

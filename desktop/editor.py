@@ -10,6 +10,7 @@ window.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QProgressBar,
                                QPushButton, QToolBar, QVBoxLayout, QWidget)
 
@@ -19,6 +20,8 @@ from desktop.canvas.markers import WeakClickMarkers
 from desktop.canvas.view import CanvasView
 from desktop.context import ProjectContext
 from desktop.navigator import ImageNavigator
+from desktop.panels.attributes import AttributesPanel
+from desktop.panels.image_filters import ImagesBox
 from desktop.panels.images import ImagesModel, ImagesPanel
 from desktop.panels.instances import InstancesPanel
 from desktop.panels.palette import LOAD_FILE, PalettePanel
@@ -31,8 +34,11 @@ from desktop.tools.select import SelectTool
 from desktop.tools.weak_click import WeakClickTool
 
 # what stays usable in a read-only project: looking, choosing, exporting
+DOCK_WIDTH = 300  # pixels of the panel column by default (the layout is remembered after that)
 READ_ONLY_ACTIONS = ("file.save", "image.next", "image.previous", "tool.select", "view.fit", "view.zoom_in",
-                     "view.zoom_out", "review.next")
+                     "view.zoom_out", "view.color_by_instance", "view.brighter", "view.darker",
+                     "view.more_contrast", "view.less_contrast", "view.gamma_up", "view.gamma_down",
+                     "view.reset_display", "review.next")
 
 
 class Editor:
@@ -75,6 +81,8 @@ class Editor:
         self._build_toolbar()
         self._build_status()
         self._connect()
+        self.label_class_actions()
+        s.palette_changed.connect(self.label_class_actions)
         if ctx.read_only:
             for name, action in self.actions.items():
                 action.setEnabled(name in READ_ONLY_ACTIONS or name.startswith("class."))
@@ -90,26 +98,65 @@ class Editor:
         self.palette_panel.opacity_changed.connect(self.canvas.set_opacity)
         self.palette_panel.overlap_toggled.connect(lambda on: setattr(s, "overlap_enabled", on))
         self.instances_panel = InstancesPanel(s)
+        self.attributes_panel = AttributesPanel(s, self.canvas.push)
+        instances_box = QWidget(objectName="instances")  # the list, and the selection's attributes under it
+        box_lay = QVBoxLayout(instances_box)
+        box_lay.setContentsMargins(4, 4, 4, 4)
+        box_lay.addWidget(self.instances_panel, 3)
+        box_lay.addWidget(self.attributes_panel, 2)
         self.images_panel.image_chosen.connect(self.navigator.open_image)
-        for title, w, area in (("Images", self.images_panel, Qt.DockWidgetArea.LeftDockWidgetArea),
-                               ("Palette", self.palette_panel, Qt.DockWidgetArea.RightDockWidgetArea),
-                               ("Instances", self.instances_panel, Qt.DockWidgetArea.RightDockWidgetArea),
-                               *self.assist.build_panels(self.actions)):
+        self.images_box = ImagesBox(self.images_panel, s.palette.names)  # the filter bar above the list
+        s.palette_changed.connect(lambda: self.images_box.set_classes(s.palette.names))
+        self.scan.finished.connect(lambda _text: self.images.mark_missing(self.scan.missing))
+        by_name = {}
+        for title, w, _area in (("Images", self.images_box, None), ("Palette", self.palette_panel, None),
+                                ("Instances", instances_box, None),
+                                *self.assist.build_panels(self.actions)):
             dock = QDockWidget(title, self.win)
             dock.setObjectName(f"dock.{w.objectName()}")
             dock.setWidget(w)
-            self.win.addDockWidget(area, dock)
+            self.win.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
             self.docks.append(dock)
+            by_name[w.objectName()] = dock
+        # one column on the right, two groups of tabs, so that the photo keeps most of a
+        # laptop's width: what is looked at while working above, what is set below
+        win = self.win
+        images, review, training = by_name["images"], by_name["review"], by_name["training"]
+        palette, instances = by_name["palette"], by_name["instances"]
+        win.splitDockWidget(images, palette, Qt.Orientation.Vertical)
+        win.tabifyDockWidget(images, review)
+        win.tabifyDockWidget(review, training)
+        win.tabifyDockWidget(palette, instances)
+        images.raise_()
+        palette.raise_()
+        win.resizeDocks([images], [DOCK_WIDTH], Qt.Orientation.Horizontal)
+        win.resizeDocks([images, palette], [3, 2], Qt.Orientation.Vertical)
 
     def _build_toolbar(self) -> None:
+        """A vertical bar of icons at the left edge (a laptop screen is wider than tall);
+        each tool tip names the key."""
+        from PySide6.QtCore import QSize
+
+        from desktop.icons import icon
+
         tb = QToolBar("Tools", self.win)
         tb.setObjectName("toolbar.tools")
+        tb.setOrientation(Qt.Orientation.Vertical)
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
+        tb.setIconSize(QSize(26, 26))
+        glyphs = {**{f"tool.{t}": t for t in self.tools}, "edit.undo": "undo", "edit.redo": "redo",
+                  "view.fit": "fit"}
+        for name, glyph in glyphs.items():
+            a = self.actions[name]
+            a.setIcon(icon(glyph))
+            keys = a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            a.setToolTip(f"{a.text().replace('&', '')} ({keys})" if keys else a.text().replace("&", ""))
         for t in self.tools.values():
             tb.addAction(self.actions[f"tool.{t.name}"])
         tb.addSeparator()
         for n in ("edit.undo", "edit.redo", "view.fit"):
             tb.addAction(self.actions[n])
-        self.win.addToolBar(Qt.ToolBarArea.TopToolBarArea, tb)
+        self.win.addToolBar(Qt.ToolBarArea.LeftToolBarArea, tb)
         self.toolbars.append(tb)
 
     def build_menus(self, before) -> None:
@@ -119,10 +166,12 @@ class Editor:
             "&Edit": ["file.save", None, "edit.undo", "edit.redo", None, "mask.dilate", "mask.erode",
                       "mask.fill_holes", "mask.remove_small", "mask.split", "mask.merge", "mask.delete",
                       "mask.accept", "mask.hide"],
-            "&Image": ["image.next", "image.previous", "image.done"],
+            "&Image": ["image.next", "image.previous", "image.next_pending", "image.find", "image.done"],
             "&Tools": [f"tool.{t}" for t in self.tools] + [None, "brush.bigger", "brush.smaller"],
             "&Classes": [f"class.{i}" for i in range(1, 10)],
-            "&View": ["view.fit", "view.zoom_in", "view.zoom_out"],
+            "&View": ["view.fit", "view.zoom_in", "view.zoom_out", None, "view.color_by_instance", None,
+                      "view.brighter", "view.darker", "view.more_contrast", "view.less_contrast", "view.gamma_up",
+                      "view.gamma_down", "view.reset_display"],
             **self.assist.menus,
         }
         bar = self.win.menuBar()
@@ -131,6 +180,11 @@ class Editor:
             bar.insertMenu(before, m)
             for n in names:
                 m.addSeparator() if n is None else m.addAction(A[n])
+            if title == "&View":
+                panels = m.addMenu("&Panels")  # each panel can be closed and brought back
+                for dock in self.docks:
+                    panels.addAction(dock.toggleViewAction())
+                panels.addAction(self.toolbars[0].toggleViewAction())
             self.menus.append(m)
 
     def _build_status(self) -> None:
@@ -203,16 +257,27 @@ class Editor:
         self.scan_bar.setRange(0, max(1, total))
         self.scan_bar.setValue(done)
 
-    def _action_failed(self, message: str, history_intact: bool) -> None:
-        if not history_intact:
-            # an undo or redo could not be saved: the history no longer matches the document
-            QTimer.singleShot(0, self.ctx.undo_stack.clear)
+    def _action_failed(self, message: str, outcome: str) -> None:
+        stack = self.ctx.undo_stack
+        if outcome == "history":
+            # an undo could not be saved: the history no longer matches the document
+            QTimer.singleShot(0, stack.clear)
             message += " (the undo history was cleared)"
+        elif outcome == "retry":
+            QTimer.singleShot(0, self._step_back_unsaved)
         box = QMessageBox(QMessageBox.Icon.Warning, "Not saved", message, QMessageBox.StandardButton.Ok, self.win)
         box.setObjectName("message.not_saved")
         box.open()
         self.last_failure = box
         self.ctx.say(message, 12000)
+
+    def _step_back_unsaved(self) -> None:
+        """Move the stack back over a command whose redo could not be saved: it becomes the
+        next Redo (its undo does nothing, since nothing of it was applied)."""
+        stack = self.ctx.undo_stack
+        top = stack.command(stack.index() - 1) if stack.index() > 0 else None
+        if top is not None and getattr(top, "applied", True) is False:
+            stack.undo()
 
     # ------------------------------------------------------------ commands of the window
     def set_tool(self, name: str) -> None:
@@ -223,14 +288,23 @@ class Editor:
         from desktop import operations as ops
 
         s = self.ctx.session
-        names = s.palette.names
-        if i > len(names):
+        name = s.palette.class_for_key(str(i))
+        if name is None:
             return
-        name = names[i - 1]
         s.set_current_class(name)
         if s.selection and not self.ctx.read_only:
             ops.change_class(self.canvas, name)
         self.ctx.say(f"Current class: {name}", 3000)
+
+    def label_class_actions(self) -> None:
+        """The digit actions carry their class's name; digits without a class are hidden
+        (the help and the menu list only the classes there are)."""
+        palette = self.ctx.session.palette
+        for i in range(1, 10):
+            a = self.actions[f"class.{i}"]
+            name = palette.class_for_key(str(i))
+            a.setVisible(name is not None)
+            a.setText(f"Class: {name}" if name else f"Class {i}")
 
     def choose_palette(self, choice: str) -> None:
         from annotation.palette import PaletteError, resolve_palette
@@ -247,6 +321,14 @@ class Editor:
         except (PaletteError, StoreError) as exc:
             QMessageBox.warning(self.win, "Cannot use palette", str(exc))
             self.palette_panel.refresh()
+
+    def find_images(self) -> None:
+        """Ctrl+F: the images panel comes forward with its search box focused."""
+        dock = next(d for d in self.docks if d.objectName() == "dock.images")
+        dock.show()
+        dock.raise_()
+        self.images_box.filters.search.setFocus()
+        self.images_box.filters.search.selectAll()
 
     def toggle_hidden(self) -> None:
         from annotation.store import StoreError

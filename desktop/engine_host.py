@@ -13,7 +13,7 @@ PROPOSING_TASKS = ("semantic", "cam", "instance")
 
 class EngineHost(QObject):
     message = Signal(str)
-    device_report = Signal(str)
+    device_report = Signal(str, str)  # where inference runs in a few words, and the whole story
 
     def __init__(self, parent: Optional[QObject] = None):
         super().__init__(parent)
@@ -38,7 +38,7 @@ class EngineHost(QObject):
                 eng = Engine(self.registry)
                 eng.on_message = self.message.emit  # signals cross threads safely
                 self._engine = eng
-                self.device_report.emit(eng.device_report)
+                self.device_report.emit(eng.device_short, eng.device_report)
             return self._engine
 
     @property

@@ -43,14 +43,15 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------ the window's own actions
     def _build_actions(self) -> dict:
         A = {}
-        for name, text, keys, fn in (
-            ("file.open", "&Open folder…", "Ctrl+O", self.choose_folder),
-            ("file.close", "&Close project", "Ctrl+W", self.close_project),
-            ("file.quit", "&Quit", "Ctrl+Q", self.close),
-            ("help.show", "&Keyboard shortcuts", ["F1", "?"], self.toggle_help),
-            ("help.about", "&About Specula", "", self.show_about),
+        for name, text, fn in (
+            ("file.open", "&Open folder…", self.choose_folder),
+            ("file.close", "&Close project", self.close_project),
+            ("file.quit", "&Quit", self.close),
+            ("help.show", "&Keyboard shortcuts", self.toggle_help),
+            ("help.keys", "Change &keys…", self.edit_keys),
+            ("help.about", "&About Specula", self.show_about),
         ):
-            A[name] = make_action(self, name, text, keys, fn)
+            A[name] = make_action(self, name, text, fn)
         A["file.close"].setEnabled(False)
         return A
 
@@ -60,7 +61,7 @@ class MainWindow(QMainWindow):
         for n in ("file.open", "file.close", None, "file.quit"):
             file_menu.addSeparator() if n is None else file_menu.addAction(A[n])
         self.help_menu = self.menuBar().addMenu("&Help")
-        for n in ("help.show", "help.about"):
+        for n in ("help.show", "help.keys", "help.about"):
             self.help_menu.addAction(A[n])
 
     @property
@@ -72,14 +73,25 @@ class MainWindow(QMainWindow):
     def open_project(self, folder: str) -> bool:
         """Open ``folder`` as a project (replacing the open one); False, with the reason
         shown, when it cannot be opened: then the open project stays as it was."""
-        from annotation.store import ProjectStore, StoreError
+        from annotation.store import ProjectInUse, ProjectStore, StoreError
 
+        if self.ctx is not None and Path(folder).expanduser().resolve() == Path(self.ctx.store.root):
+            if not self.close_project():  # the same project again: let go of it first (its lock too)
+                return False
         try:
-            store = ProjectStore.open(folder, scan=False)  # the folder is scanned in the background
+            try:  # the folder is scanned in the background
+                store = ProjectStore.open(folder, scan=False, writer="another Specula window")
+            except ProjectInUse as busy:
+                # two editors of one project would overwrite each other: this one only looks
+                store = ProjectStore.open(folder, scan=False, read_only=True)
+                store.read_only = (f"the project is open in {busy.holder}; it is shown here read-only: "
+                                   f"close it there to edit here")
         except StoreError as exc:
             QMessageBox.warning(self, "Cannot open project", str(exc))
             return False
-        self.close_project()
+        if not self.close_project():
+            store.close()
+            return False
         settings.add_recent_project(folder)
         self.ctx = ProjectContext(store, self)
         self.ctx.message.connect(self._say)
@@ -95,10 +107,38 @@ class MainWindow(QMainWindow):
         self.editor.start()
         return True
 
-    def close_project(self) -> None:
-        """Back to the start page; the project's editor and context are disposed of."""
+    def ask_about_training(self) -> str:
+        """Training is running and the project is closing: "stop", "keep" (it goes on in the
+        background and still publishes its model) or "cancel" (the project stays open)."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Training is running",
+                          "A training run is still going on for this project. Stop it, or keep it running "
+                          "in the background? A kept run still publishes its model, and the training panel "
+                          "shows it again when you open the project.", parent=self)
+        box.setObjectName("message.training_running")
+        stop = box.addButton("Stop training", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep it running", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return "stop" if box.clickedButton() is stop else "keep" if box.clickedButton() is keep else "cancel"
+
+    def _may_leave_project(self) -> bool:
+        """Ask what becomes of a running training; False when the user cancels."""
+        if self.editor is None or not self.editor.assist.training_panel.running:
+            return True
+        choice = self.ask_about_training()
+        if choice == "cancel":
+            return False
+        if choice == "keep":
+            self.editor.assist.training_panel.proc.detach()
+        return True
+
+    def close_project(self) -> bool:
+        """Back to the start page; the project's editor and context are disposed of.
+        False when the user chose to keep the project open (a training run was going on)."""
         if self.editor is None:
-            return
+            return True
+        if not self._may_leave_project():
+            return False
         self._save_layout()
         self.help.hide()
         editor, self.editor, self.ctx = self.editor, None, None
@@ -109,6 +149,7 @@ class MainWindow(QMainWindow):
         self.window_actions["file.close"].setEnabled(False)
         self.setWindowTitle("Specula")
         self.status_label.clear()
+        return True
 
     def choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a folder of images")
@@ -186,6 +227,12 @@ class MainWindow(QMainWindow):
         box.open()
         self.about_box = box
 
+    def edit_keys(self) -> None:
+        from desktop.keys_dialog import KeysDialog
+
+        self.keys_dialog = KeysDialog(self.actions_by_name, self)
+        self.keys_dialog.open()
+
     def toggle_help(self) -> None:
         if self.help.isVisible():
             self.help.hide()
@@ -210,7 +257,9 @@ class MainWindow(QMainWindow):
         st.sync()
 
     def closeEvent(self, event) -> None:
-        self.close_project()
+        if not self.close_project():
+            event.ignore()
+            return
         self._save_layout()
         super().closeEvent(event)
 

@@ -57,7 +57,7 @@ class ImageNavigator(QObject):
         settings.set_last_image(ctx.store.root, s.image.path)
         self.image_opened.emit(image_id)
         if s.image.error:
-            ctx.say(f"Cannot show {s.image.path}: {s.image.error}", 0)
+            self._cannot_show(s.image.error)
             return
         ctx.say(f"Loading {s.image.path}…", 0)
         self.loader.request(str(ctx.store.image_file(s.image)))
@@ -67,12 +67,19 @@ class ImageNavigator(QObject):
         if ctx.closed or ctx.session.image is None:
             return
         if rgb is None:
-            ctx.say(f"Cannot show {ctx.session.image.path}: {err}", 0)
+            self._cannot_show(err)
             return
         ctx.current_rgb = rgb
         self.canvas.set_image(rgb)
         ctx.say(f"{ctx.session.image.path}: {rgb.shape[1]}×{rgb.shape[0]}", 4000)
         self.pixels_ready.emit()
+
+    def _cannot_show(self, reason: str) -> None:
+        path = self.ctx.session.image.path
+        text = f"Cannot show {path}: {reason}"
+        self.ctx.say(text, 0)
+        self.canvas.show_problem(f"{text}\n\nIts labels are kept. Put the file back (or fix it) and open the "
+                                 f"image again; D goes on to the next image.")
 
     def step(self, step: int) -> None:
         cur = self.current_id
@@ -81,6 +88,16 @@ class ImageNavigator(QObject):
         nxt = self.images.neighbour(cur, step)
         if nxt is not None:
             self.open_image(nxt)
+
+    def next_pending(self) -> bool:
+        """Open the next image (in list order, wrapping) that has proposals to review;
+        False when no other image has any."""
+        nxt = self.images.next_with_proposals(self.current_id)
+        if nxt is None or nxt == self.current_id:
+            return False
+        self.open_image(nxt)
+        self.ctx.say("Next image with proposals to review", 3000)
+        return True
 
     def neighbour(self, step: int) -> Optional[int]:
         return self.images.neighbour(self.current_id, step)

@@ -23,7 +23,8 @@ BATCH_MAX = 500
 
 def _scan_job(root, known: set[str]):
     def run(progress=None, cancel=None, emit=None):
-        files = find_image_files(root)
+        bad_names: list[str] = []
+        files = find_image_files(root, bad_names)
         found = set(files)
         new = [f for f in files if f not in known]
         batch, last = [], time.monotonic()
@@ -37,7 +38,7 @@ def _scan_job(root, known: set[str]):
         if batch:
             emit(batch)
         cancelled = bool(cancel is not None and cancel.is_set())
-        return {"new": len(new), "missing": sorted(known - found), "cancelled": cancelled}
+        return {"new": len(new), "missing": sorted(known - found), "cancelled": cancelled, "bad_names": bad_names}
     return run
 
 
@@ -94,6 +95,9 @@ class FolderScan(QObject):
         parts = [f"{self.added} new image{'' if self.added == 1 else 's'} found"]
         if self.missing:
             parts.append(f"{len(self.missing)} missing from the folder (first: {self.missing[0]})")
+        if value["bad_names"]:
+            parts.append(f"{len(value['bad_names'])} left out: their names are not UTF-8 text (first: "
+                         f"{value['bad_names'][0]}); rename them")
         if value["cancelled"]:
             parts.append("scan cancelled: the rest is added next time")
         self._end("; ".join(parts))

@@ -55,7 +55,8 @@ class EditingSession:
         self.image_updated = Hook()  # (image_id) its status or instance counts changed
         self.warnings_changed = Hook()  # (list[str])
         self.weak_clicks_changed = Hook()  # ()
-        self.failed = Hook()  # (message, history_intact) an action could not be saved; nothing of it was kept
+        self.tags_changed = Hook()  # () the current image's tags
+        self.failed = Hook()  # (message, outcome) an action could not be saved; nothing of it was kept
 
     # ------------------------------------------------------------ actions
     @contextlib.contextmanager
@@ -126,12 +127,18 @@ class EditingSession:
         self.selection_changed.emit()
         self._set_warnings(self.rules.reset(self.instances))
 
-    def report_failure(self, what: str, exc: BaseException, history_intact: bool = True) -> None:
+    def report_failure(self, what: str, exc: BaseException, outcome: str) -> None:
         """Tell the views an action failed (the store and memory already agree again).
-        ``history_intact`` False: an undo or redo failed, so the undo history no longer
-        matches the document and the window clears it."""
+
+        ``outcome`` says what became of it: ``"retry"`` (it waits in the undo history as
+        the next redo: Redo saves it once the cause is gone), ``"dropped"`` (it cannot be
+        saved here at all, e.g. a read-only project) or ``"history"`` (an undo failed, so
+        the history no longer matches the document and is cleared)."""
         reason = str(exc) if isinstance(exc, StoreError) else f"{exc.__class__.__name__}: {exc}"
-        self.failed.emit(f"{what} was not saved: {reason}", history_intact)
+        text = f"{what} was not saved: {reason}"
+        if outcome == "retry":
+            text += ". It waits as the next Redo (Ctrl+Y): redo it once the cause is fixed"
+        self.failed.emit(text, outcome)
 
     # ------------------------------------------------------------ image
     def _load_instances(self, image_id: int) -> None:
@@ -160,20 +167,25 @@ class EditingSession:
         return self.image.size
 
     def _mark_in_progress(self) -> None:
+        """The first edit or decision on a new image puts it in progress."""
         if self.image is not None and self.image.status is ImageStatus.NEW:
-            self.store.set_image_status(self.image.id, ImageStatus.IN_PROGRESS)
-            self.image.status = ImageStatus.IN_PROGRESS
-            self._touch(None)
+            self.set_status(ImageStatus.IN_PROGRESS)
 
     def set_image_status(self, status: ImageStatus, log_action: Optional[str] = None) -> None:
         """Commit the image's status (with its log row, when given) as one action."""
         if self.image is None:
             return
         with self.action():
-            self.store.set_image_status(self.image.id, status)
-            self.image.status = ImageStatus(status)
+            self.set_status(status)
             if log_action:
                 self.log(log_action)
+
+    def set_status(self, status: ImageStatus) -> None:
+        """Change the current image's status (inside an action)."""
+        assert self.image is not None
+        if self.image.status is not ImageStatus(status):
+            self.store.set_image_status(self.image.id, status)
+            self.image.status = ImageStatus(status)
             self._touch(None)
 
     # ------------------------------------------------------------ palette / class
@@ -285,6 +297,24 @@ class EditingSession:
         self._touch(instance_id)
         self._notify(self.instance_changed, instance_id, None)
 
+    def set_attributes(self, instance_id: int, attributes: dict) -> None:
+        """Replace an instance's attributes (inside an action)."""
+        inst = self.instances[instance_id]
+        self.store.set_attributes(instance_id, attributes)
+        inst.attributes = dict(attributes)
+        self._mark_in_progress()
+        self._touch(None)
+        self._notify(self.instance_changed, instance_id, None)
+
+    def set_tags(self, tags: list[str]) -> None:
+        """Replace the current image's tags (inside an action)."""
+        assert self.image is not None
+        self.store.set_image_tags(self.image.id, tags)
+        self.image.tags = list(dict.fromkeys(tags))
+        self._mark_in_progress()
+        self._touch(None)
+        self._notify(self.tags_changed)
+
     def set_states(self, ids: Iterable[int], state: InstanceState) -> None:
         """Change the state of these instances (one UPDATE; masks are not rewritten). A
         rejected instance stays in the store (a training negative) but leaves the canvas;
@@ -292,6 +322,7 @@ class EditingSession:
         state = InstanceState(state)
         ids = [i for i in ids if i in self.instances or i in self.rejected]
         self.store.set_states(ids, state)
+        self._mark_in_progress()
         now = time.time()
         for iid in ids:
             if iid in self.rejected:

@@ -10,11 +10,14 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, Q
                                QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from desktop.panels.curves import CurvesWidget
-from desktop.training_process import TrainingProcess, train_command
+from desktop.training_process import TrainingProcess, runs_dir_of, train_command
 
 TASKS = ("semantic", "cam", "instance")
 META_ACCEPTED_AT_START = "training.accepted_at_start"
 META_RETRAIN_AFTER = "training.retrain_after"
+META_AUTO = "training.auto"
+# the validation figures the trainers report, as the curves' legend names them
+VAL_NAMES = {"mean_iou": "IoU", "mean_max_fbeta": "F-beta"}
 
 
 def accepted_count(store) -> int:
@@ -34,7 +37,7 @@ class TrainingPanel(QWidget):
         self.registry_root = registry_root
         # task -> the model name to publish a new version of (the one in use), or None for the default
         self.model_for_task = lambda task: None
-        self.proc = TrainingProcess(self)
+        self.proc = TrainingProcess(runs_dir_of(store.root), self)
         self.proc.event.connect(self._event)
         self.proc.finished.connect(self._finished)
         lay = QVBoxLayout(self)
@@ -50,9 +53,13 @@ class TrainingPanel(QWidget):
         self.retrain_after = QSpinBox(objectName="training.retrain_after")
         self.retrain_after.setRange(1, 100000)
         self.retrain_after.setValue(int(store.get_meta(META_RETRAIN_AFTER, "50") or 50))
-        self.retrain_after.valueChanged.connect(lambda v: store.set_meta(META_RETRAIN_AFTER, str(v)))
+        self.retrain_after.valueChanged.connect(lambda v: self._save_meta(META_RETRAIN_AFTER, str(v)))
         self.auto = QCheckBox("retrain automatically", objectName="training.auto")
-        self.auto.setChecked(False)  # training never starts unless the user asks
+        self.auto.setToolTip("When this many new labels are accepted while you work, training starts by "
+                             "itself. Opening a project never starts it: it is offered.")
+        # off unless the user turned it on for this project: training never starts unasked
+        self.auto.setChecked(store.get_meta(META_AUTO, "0") == "1")
+        self.auto.toggled.connect(lambda on: self._save_meta(META_AUTO, "1" if on else "0"))
         row = QHBoxLayout()
         row.addWidget(self.retrain_after)
         row.addWidget(self.auto)
@@ -70,6 +77,10 @@ class TrainingPanel(QWidget):
         lay.addLayout(row)
         self.new_labels = QLabel(objectName="training.new_labels")
         lay.addWidget(self.new_labels)
+        self.offer = QPushButton(objectName="training.offer")
+        self.offer.setVisible(False)
+        self.offer.clicked.connect(self.start)
+        lay.addWidget(self.offer)
         self.progress = QProgressBar(objectName="training.progress")
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
@@ -87,17 +98,31 @@ class TrainingPanel(QWidget):
         self._pending_paths: list[str] = []
         self._n_epochs = 1
         self.last_published: Optional[tuple[str, str]] = None
-        self.refresh_count()
+        kept = TrainingProcess.find_running(runs_dir_of(store.root))
+        if kept is not None and self.proc.attach(kept):
+            self._running_ui(True)
+            self.status.setText("A training started earlier is still running; its progress follows")
+        self.refresh_count(on_open=True)
+
+    def _save_meta(self, key: str, value: str) -> None:
+        if not self.store.read_only:
+            self.store.set_meta(key, value)
 
     # ------------------------------------------------------------ counting
     def new_accepted(self) -> int:
         base = int(self.store.get_meta(META_ACCEPTED_AT_START, "0") or 0)
         return max(0, accepted_count(self.store) - base)
 
-    def refresh_count(self) -> None:
+    def refresh_count(self, on_open: bool = False) -> None:
+        """Show the count; with "retrain automatically" on and the count reached, start
+        training, except when the project is just opening: then offer it (a button)."""
         n, limit = self.new_accepted(), self.retrain_after.value()
-        self.new_labels.setText(f"{n} new accepted labels since the last training (retrain at {limit})")
-        if self.auto.isChecked() and n >= limit and not self.proc.running:
+        self.new_labels.setText(f"{n} new accepted label{'' if n == 1 else 's'} since the last training "
+                                f"(retrain at {limit})")
+        due = n >= limit and not self.proc.running and not self.store.read_only
+        self.offer.setText(f"Retrain now ({n} new label{'' if n == 1 else 's'})")
+        self.offer.setVisible(due)
+        if due and self.auto.isChecked() and not on_open:
             self.message.emit(f"{n} new accepted labels: retraining")
             self.start()
 
@@ -122,11 +147,16 @@ class TrainingPanel(QWidget):
         self.progress.setValue(0)
         self.status.setStyleSheet("")
         self.status.setText(f"Starting {task} training ({epochs} epochs)…")
-        self.stop_button.setEnabled(True)
-        self.start_button.setEnabled(False)
+        self._running_ui(True)
         self.proc.start(cmd)
         self.refresh_count()
         return True
+
+    def _running_ui(self, running: bool) -> None:
+        self.stop_button.setEnabled(running)
+        self.start_button.setEnabled(not running)
+        if running:
+            self.offer.setVisible(False)
 
     def stop(self) -> None:
         if self.proc.running:
@@ -147,7 +177,7 @@ class TrainingPanel(QWidget):
                 self.curves.add("loss", epoch, ev["loss"])
             for k, v in (ev.get("val") or {}).items():
                 if isinstance(v, (int, float)):
-                    self.curves.add(f"val {k}", epoch, v)
+                    self.curves.add(VAL_NAMES.get(k, k), epoch, v)
             self.status.setText(f"Epoch {epoch}/{n}: loss {ev.get('loss', float('nan')):.4f}")
         elif kind == "data":
             self.status.setText(f"Training on {ev.get('train_images')} images, validating on {ev.get('val_images')}")
@@ -159,8 +189,7 @@ class TrainingPanel(QWidget):
             self.status.setText(f"Training error: {ev.get('message')}")
 
     def _finished(self, ok: bool, msg: str) -> None:
-        self.stop_button.setEnabled(False)
-        self.start_button.setEnabled(True)
+        self._running_ui(False)
         if ok:
             self.progress.setValue(1000)
             if self.last_published:

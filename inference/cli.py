@@ -45,7 +45,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     try:
-        store = ProjectStore.open(args.project, create=False)
+        store = ProjectStore.open(args.project, create=False, writer="specula propose")
     except StoreError as exc:
         return _fail(str(exc))
     if store.read_only:
@@ -62,7 +62,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
     bar: Any = None
     try:
         engine = Engine(registry, device=args.device)
-        print(engine.device_report, file=sys.stderr)
+        print(engine.device_short, file=sys.stderr)
         engine.on_message = lambda text: print(text, file=sys.stderr)
 
         def progress(done: int, total: int, path: str) -> None:
@@ -91,6 +91,25 @@ def cmd_propose(args: argparse.Namespace) -> int:
     return 1 if (summary.skipped or summary.cancelled) else 0
 
 
+def metrics_summary(metrics: Any) -> str:
+    """A manifest's figures in one short line: per class IoU and max F-beta of the part the
+    manifest reports on (test, else validation), e.g. ``test: glass IoU 0.85 F 0.91``."""
+    if not isinstance(metrics, dict):
+        return ""
+    for part in ("test", "validation"):
+        block = metrics.get(part)
+        if isinstance(block, dict) and isinstance(block.get("per_class"), dict):
+            cells = []
+            for cls, v in block["per_class"].items():
+                if not isinstance(v, dict) or v.get("iou") is None:
+                    continue
+                f = v.get("max_fbeta")
+                cells.append(f"{cls} IoU {v['iou']:.3f}" + (f" F {f:.3f}" if isinstance(f, (int, float)) else ""))
+            if cells:
+                return f"{part}: " + ", ".join(cells)
+    return ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if isinstance(v, (int, float)))
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """``specula models list|activate NAME VERSION|rollback NAME|import PATH [--name N]``."""
     reg = _registry(args)
@@ -103,7 +122,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             for i in infos:
                 mark = "*" if actives.get(i.name) == i.version else " "
                 where = " (shipped)" if i.read_only else ""
-                metrics = ", ".join(f"{k}={v}" for k, v in i.manifest.metrics.items())
+                metrics = metrics_summary(i.manifest.metrics)
                 print(f"{mark} {i.name}@{i.version}  {i.task}  [{', '.join(i.manifest.classes)}]"
                       f"{'  ' + metrics if metrics else ''}{where}")
             if not infos:
@@ -121,7 +140,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             return 0
         if args.models_command == "import":
             classes = [c for c in args.classes.split(",") if c] if args.classes else None
-            info = reg.import_model(args.path, args.name, task=args.task, classes=classes)
+            info = reg.import_model(args.path, args.name, task=args.task, classes=classes, trust=args.trust)
             print(f"imported {info.name}@{info.version} ({info.task}) into {info.path}")
             return 0
     except ModelError as exc:
@@ -156,4 +175,6 @@ def add_parsers(subparsers: Any) -> None:
     i.add_argument("--name", help="model name (needed for a bare .onnx file)")
     i.add_argument("--task", choices=("semantic", "cam", "instance", "prompt"), help="for a bare .onnx file")
     i.add_argument("--classes", help="comma-separated class names, for a bare .onnx file")
+    i.add_argument("--trust", action="store_true",
+                   help="import a folder's TorchScript model.pt, which runs its own code when loaded")
     m.set_defaults(func=cmd_models)

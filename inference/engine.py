@@ -55,6 +55,11 @@ class Engine:
 
     # ---------------------------------------------------------------- reporting
     @property
+    def device_short(self) -> str:
+        """Where inference runs, in a few words (the reason only when CUDA was asked for)."""
+        return self.runtimes.onnx.report.short
+
+    @property
     def device_report(self) -> str:
         """One line for the user: where inference runs and, if CUDA was refused, why."""
         text = str(self.runtimes.onnx.report)

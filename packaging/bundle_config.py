@@ -79,10 +79,14 @@ COMMON_EXCLUDES = [
     "PySide6.QtXml", "PySide6.QtConcurrent", "PySide6.QtDBus", "PySide6.QtAxContainer",
     "PySide6.scripts",
 ]
+# the training curves' plotting library and the Qt modules it needs: only where training
+# runs (the field bundle cannot train; its training panel says so instead of plotting)
+PLOTTING = ("pyqtgraph", "PySide6.QtOpenGL", "PySide6.QtOpenGLWidgets", "PySide6.QtSvg")
 EXCLUDES = {
-    "field": COMMON_EXCLUDES + TORCH_EXCLUDES,
+    "field": COMMON_EXCLUDES + TORCH_EXCLUDES + ["pyqtgraph", "PySide6.QtSvg"],
     # training exports ONNX with torch.onnx, which needs onnx (kept); the rest stays out
-    "workstation": COMMON_EXCLUDES + ["tensorboard", "tensorboardX", "torchaudio", "torchtext", "triton"],
+    "workstation": [m for m in COMMON_EXCLUDES if m not in PLOTTING]
+    + ["tensorboard", "tensorboardX", "torchaudio", "torchtext", "triton"],
 }
 
 # Qt plugin folders (under PySide6/Qt/plugins) a QtWidgets application needs; others dropped

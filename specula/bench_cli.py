@@ -2,11 +2,24 @@
 
 A simulated annotator (``annotation.effort``) labels a data set with ground truth
 twice, through real mask edits charged from ``assets/effort_costs.toml``: from
-scratch, and starting from proposals. It prints seconds per instance for both, the
-time saved, the distribution over the groups of 003's Table 2 and the IoU reached,
-and writes ``effort.md`` and ``effort_<dataset>.json`` into ``--out``. With
-``--loop`` it labels ``--k`` images, retrains through the training command, proposes
-on the next ``--k``, and writes ``loop_<dataset>.md/.json/.png``.
+scratch, and starting from proposals. Both sides obey one stopping rule: work on an
+instance stops at the target IoU, at the same time cap per instance (--instance-cap),
+or when nothing more helps, and keeps the most accurate mask reached. Decisions follow
+what a person sees: a proposal is corrected when its error regions are no larger than
+what it has right (IoU >= 0.5), else redrawn; a correction that stalls is abandoned
+and the object redrawn, both charged; proposals left over cost a decision each, or
+"Reject the rest of this image" (Shift+R) with a glance at each; the manual polygon
+has the fewest vertices that reach the target.
+
+It prints seconds per instance for both sides, the time saved, the distribution over
+the groups of 003's Table 2 and the IoU reached, one row per data set and target IoU
+(``--target-iou 0.9 0.75`` runs both on the same proposals), and writes ``effort.md``,
+``effort_<dataset>[_iou<T>].json`` and the proposals used (``proposals_<dataset>.json``,
+COCO results: ``--source coco --proposals`` repeats the run without the model) into
+``--out``. ``--held-out`` keeps the images the model's manifest lists as held out from
+its training (``training.data.val_image_keys``, those of this data set). With
+``--loop`` it labels ``--k`` images, retrains through the training command, proposes on
+the next ``--k``, and writes ``loop_<dataset>.md/.json/.png``.
 """
 from __future__ import annotations
 
@@ -24,11 +37,19 @@ from annotation.effort import (
     ProposalSource,
     SimulatedAnnotator,
     load_dataset,
-    run_effort,
+    proposals_json,
+    run_efforts,
     run_loop,
     source_for,
 )
-from annotation.effort.report import corrections_line, effort_table, loop_table, write_effort_report, write_loop_report
+from annotation.effort.report import (
+    corrections_line,
+    effort_table,
+    left_over_line,
+    loop_table,
+    write_effort_report,
+    write_loop_report,
+)
 from annotation.effort.runner import DATASETS, DEFAULT_MIN_AREA
 from specula.effort_model import EngineSource, SubprocessTrainer
 
@@ -55,7 +76,14 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     p.add_argument("--min-score", type=float, default=0.5, help="drop proposals scored below this")
     p.add_argument("--min-area", type=int, default=DEFAULT_MIN_AREA,
                    help="truth components smaller than this many pixels are not instances")
-    p.add_argument("--target-iou", type=float, default=0.9)
+    p.add_argument("--target-iou", type=float, nargs="+", default=[0.9], metavar="IOU",
+                   help="IoU with the truth at which an instance is done (several: one row each, same proposals)")
+    p.add_argument("--instance-cap", type=float, default=AnnotatorParams.instance_cap_s, metavar="SECONDS",
+                   help="time cap per instance, the same on both sides; the most accurate mask reached is kept")
+    p.add_argument("--correction-cap", type=float, default=AnnotatorParams.correction_cap_s, metavar="SECONDS",
+                   help="a correction of a proposal running past this is abandoned and the object redrawn")
+    p.add_argument("--registry", default=None,
+                   help="model registry folder for --model (default: the user's registry plus the shipped models)")
     p.add_argument("--tolerance", type=float, default=1.5, help="px a traced outline may depart from the truth")
     p.add_argument("--costs", default=None, help="cost table TOML (default: assets/effort_costs.toml)")
     p.add_argument("--out", default="reports", help="folder for tables, JSON and plots")
@@ -67,28 +95,53 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     return bench
 
 
+def _registry(folder: Optional[str]):
+    from inference.registry import Registry
+
+    return Registry(folder) if folder else Registry.default()
+
+
 def _source(kind: str, args: argparse.Namespace) -> ProposalSource:
     if kind == "model":
         if not args.model:
             raise ProposalError("--source model needs --model NAME")
-        return EngineSource(args.model, args.min_score)
+        return EngineSource(args.model, args.min_score, registry_dir=args.registry)
     return source_for(kind, path=args.proposals, quality=args.quality, seed=args.seed, min_score=args.min_score)
 
 
-def _held_out_stems(model: Optional[str]) -> set[str]:
-    """File stems of the validation images recorded in the active version's manifest."""
+def held_out_stems(keys: Sequence[str], dataset: str) -> set[str]:
+    """The file stems of ``dataset``'s images among a manifest's held-out keys.
+
+    Keys written as ``<data set>/image/<file>`` (a model trained on several sets) count
+    only for their own set, so an image of another set with the same file name is never
+    taken for a held-out one; bare file names count for any set.
+    """
+    out = set()
+    for k in keys:
+        parts = Path(k).parts
+        if len(parts) > 1 and parts[0] in DATASETS and parts[0] != dataset:
+            continue
+        out.add(Path(k).stem)
+    return out
+
+
+def _held_out_stems(model: Optional[str], dataset: str, registry: Optional[str] = None) -> set[str]:
+    """File stems of ``dataset``'s validation images recorded in the active version's manifest."""
     if not model:
         raise ProposalError("--held-out needs --model NAME")
-    from inference.registry import ModelError, Registry
+    from inference.registry import ModelError
 
     try:
-        info = Registry.default().active(model)
+        info = _registry(registry).active(model)
     except ModelError as exc:
         raise ProposalError(str(exc)) from None
     keys = ((info.manifest.training or {}).get("data") or {}).get("val_image_keys") or []
     if not keys:
         raise ProposalError(f"{model}@{info.version}'s manifest lists no held-out images (training.data.val_image_keys)")
-    return {Path(k).stem for k in keys}
+    stems = held_out_stems(keys, dataset)
+    if not stems:
+        raise ProposalError(f"{model}@{info.version}'s manifest lists no held-out image of {dataset}")
+    return stems
 
 
 def _fail(message: str) -> int:
@@ -100,41 +153,50 @@ def run_bench_effort(args: argparse.Namespace) -> int:
     """Handler of ``specula bench effort``; 0 on success, 2 on bad input."""
     if args.limit is not None and args.limit <= 0:
         return _fail("--limit must be a positive number of images")
-    if not 0.0 < args.target_iou <= 1.0:
+    if not all(0.0 < t <= 1.0 for t in args.target_iou):
         return _fail("--target-iou must be in (0, 1]")
+    if args.instance_cap <= 0 or args.correction_cap <= 0:
+        return _fail("--instance-cap and --correction-cap must be positive numbers of seconds")
     kind = args.source or ("model" if args.model else "coco" if args.proposals else None)
     try:
         costs = CostTable.load(args.costs)
-        params = AnnotatorParams(target_iou=args.target_iou, tolerance=args.tolerance)
-        annotator = SimulatedAnnotator(costs, params)
+        annotators = [SimulatedAnnotator(costs, AnnotatorParams(
+            target_iou=t, tolerance=args.tolerance, instance_cap_s=args.instance_cap,
+            correction_cap_s=args.correction_cap)) for t in dict.fromkeys(args.target_iou)]
         if not args.loop and kind is None:
             return _fail("say where proposals come from: --model NAME, --proposals FILE.json, "
                          "or --source degraded-truth (synthetic, for testing)")
         source = _source(kind, args) if kind is not None and (args.source or not args.loop) else None
-        stems = _held_out_stems(args.model) if args.held_out else None
+        name = Path(args.dataset).name
+        stems = _held_out_stems(args.model, name, args.registry) if args.held_out else None
         images = load_dataset(args.dataset, args.limit, args.min_area, offset=args.offset, only_stems=stems)
         if not images:
             return _fail(f"no images with masks in {args.dataset}")
-        name = Path(args.dataset).name
         out = Path(args.out)
         if args.loop:
             if not args.model:
                 return _fail("--loop needs --model NAME (the model the training command publishes)")
             initial = source
             trainer = SubprocessTrainer(args.model, out / f"loop_project_{name}", args.train_cmd, args.min_score)
-            loop = run_loop(name, images, args.k, trainer, annotator, initial,
+            loop = run_loop(name, images, args.k, trainer, annotators[0], initial,
                             progress=lambda s: print(s, file=sys.stderr))
             print(loop_table(loop))
             files = write_loop_report(loop, out)
         else:
             assert source is not None
-            result = run_effort(name, images, source, annotator,
-                                progress=lambda i, n: print(f"\r{i}/{n} images", end="", file=sys.stderr))
+            kept: dict = {}
+            results = run_efforts(name, images, source, annotators,
+                                  progress=lambda i, n: print(f"\r{i}/{n} images", end="", file=sys.stderr),
+                                  keep_proposals=kept)
             print(file=sys.stderr)
-            print(effort_table([result.summary()]))
-            print(corrections_line(result.summary()))
+            summaries = [r.summary() for r in results]
+            print(effort_table(summaries))
+            for s in summaries:
+                print(left_over_line(s))
+                print(corrections_line(s))
             print(f"proposals: {source.label}; costs: {costs.source}")
-            files = write_effort_report([result], out)
+            paths = {im.key: im.path for im in images}
+            files = write_effort_report(results, out, {name: proposals_json(kept, paths)})
     except (EffortError, ProposalError, CostTableError) as exc:
         return _fail(str(exc))
     except OSError as exc:

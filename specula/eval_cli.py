@@ -5,12 +5,26 @@ Protocols:
 - ``mirror-glass`` (default): the ``000`` paper's IoU, maximum F-beta (beta^2 = 0.3) and
   MAE for mirror and glass (and glass-in-mirror where the truth has it), plus the
   "opposite mask" rows (glass prediction against the mirror truth and vice versa);
-- ``binary``: the same three numbers for each class of ``--classes`` (default: every
-  class of the truth);
+- ``binary``: the same figures for each class of ``--classes`` (default: every class of
+  the truth);
 - ``coco``: COCO mask AP, AP50, AP75 through pycocotools' COCOeval, overall and per class.
 
+What the figures mean (one definition, ``annotation.metrics``, also used by training's
+validation, so a manifest's figures and this command agree on the same predictions):
+a probability map's hard mask is ``p >= 0.5``. For each class, IoU is the per-image IoU
+and F-beta the maximum over 256 thresholds of the F-beta of the per-image precision and
+recall curves averaged (the salient-object convention), both over the images whose
+TRUTH holds the class ("images" column); an image whose truth lacks the class adds
+nothing to them. MAE is averaged over all images, and "FP images" counts the images
+whose truth lacks the class but whose prediction holds some of it. "pooled IoU" (sum of
+intersections over sum of unions, all images) is a separate figure. A class no truth
+image holds shows "-" for IoU and F-beta.
+
 PRED and GT: see ``specula.eval_sources`` (projects, COCO files, mask folders). Only
-images present in both are scored; the counts of unmatched images are reported.
+images present in both are scored; the counts of unmatched images are reported. A
+folder of grayscale masks does not say which class it holds: name it with ``--classes``
+(the shared data sets glass-gdd, mirror-msd, cracks-cfd and cracks-deepcrack are known);
+colour-coded masks are read through ``--palette`` (default: mirror-glass).
 """
 from __future__ import annotations
 
@@ -35,12 +49,23 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     p.add_argument("pred", help="predictions: a project folder, COCO JSON (or results list), or mask folder")
     p.add_argument("gt", help="ground truth: a project folder, COCO JSON or mask folder")
     p.add_argument("--protocol", choices=PROTOCOLS, default="mirror-glass")
-    p.add_argument("--classes", nargs="+", default=None,
-                   help="classes to score; for a grayscale mask folder the first names its class")
+    p.add_argument("--classes", nargs="+", default=None, metavar="NAME[,NAME]",
+                   help="classes to score (comma- or space-separated); a folder of grayscale masks holds "
+                        "the first (required for such a folder unless it is a known data set)")
     p.add_argument("--palette", default=None, help="palette (name or file) for colour-coded mask folders")
     p.add_argument("--json", dest="json_out", default=None, help="write the scores as JSON to this file")
     p.set_defaults(handler=run_eval)
     return p
+
+
+def parse_classes(values: Optional[Sequence[str]]) -> Optional[list[str]]:
+    """``--classes`` words, each possibly ``a,b``, as a list of names (``None`` when not given)."""
+    if not values:
+        return None
+    names = [n.strip() for v in values for n in v.split(",")]
+    if not all(names):
+        raise SourceError("--classes: an empty class name (write NAME[,NAME])")
+    return list(dict.fromkeys(names))
 
 
 def evaluate(pred: dict[str, EvalImage], gt: dict[str, EvalImage], protocol: str,
@@ -91,22 +116,34 @@ def format_table(result: dict) -> str:
             lines.append(f"{name:<20} {s['AP']:>7.4f} {s['AP50']:>7.4f} {s['AP75']:>7.4f}")
         lines.append(f"({c['n_gt']} truth instances, {c['n_pred']} predictions; -1 = nothing to score)")
         return "\n".join(lines)
-    lines.append(f"{'class (pred->gt)':<24} {'IoU':>7} {'F-beta':>7} {'MAE':>7}")
+    lines.append(f"{'class (pred->gt)':<24} {'images':>6} {'IoU':>7} {'F-beta':>7} {'MAE':>7} {'FP images':>9} "
+                 f"{'pooled IoU':>10}")
     for name, s in result["classes"].items():
         mark = "  (opposite mask)" if "->" in name else ""
-        lines.append(f"{name:<24} {s['iou']:>7.4f} {s['fbeta']:>7.4f} {s['mae']:>7.4f}{mark}")
+        lines.append(f"{name:<24} {s['images_with_class']:>6} {_num(s['iou']):>7} {_num(s['max_fbeta']):>7} "
+                     f"{_num(s['mae']):>7} {s['images_with_false_positives']:>9} {_num(s['pooled_iou']):>10}{mark}")
+    empty = [n for n, s in result["classes"].items() if s["images_with_class"] == 0]
+    if empty:
+        lines.append(f"no truth image holds {', '.join(empty)}: IoU and F-beta are not defined there; "
+                     f"MAE and FP images show what was predicted")
+    lines.append("IoU and F-beta: over the images whose truth holds the class; MAE: over all images")
     return "\n".join(lines)
+
+
+def _num(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.4f}"
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of ``specula eval``; 0 on success, 2 on bad input (one line on stderr)."""
     try:
-        gt = load_source(args.gt, "gt", args.classes or (), args.palette)
+        classes = parse_classes(args.classes)
+        gt = load_source(args.gt, "gt", classes or (), args.palette)
         gt_classes = sorted({i.class_name for im in gt.values() for i in im.instances})
         # a grayscale prediction folder holds the truth's class when the truth has only one
-        pred_classes = args.classes or (gt_classes if len(gt_classes) == 1 else ())
+        pred_classes = classes or (gt_classes if len(gt_classes) == 1 else ())
         pred = load_source(args.pred, "pred", pred_classes, args.palette, truth=gt)
-        result = evaluate(pred, gt, args.protocol, args.classes)
+        result = evaluate(pred, gt, args.protocol, classes)
     except (SourceError, ValueError, OSError) as exc:
         print(f"specula eval: {exc}", file=sys.stderr)
         return 2

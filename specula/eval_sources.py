@@ -9,10 +9,14 @@ up). Sources:
 - a COCO instances JSON (``annotation.formats.coco.import_coco``), or a COCO
   *results* list together with the truth's images (``image_id`` as in the truth);
 - a folder of mask images (or a data-set folder holding ``mask/``): grayscale
-  images are one class (``--classes``' first name, else the data set's class), 0/255
-  masks or, for predictions, probability maps (any other grey levels, kept for the
-  F-beta sweep and MAE); RGB images are colour-coded class masks read through a palette
-  (default: mirror-glass of ``000``: mirror green, glass red, glass-in-mirror blue).
+  images are one class, 0/255 masks or, for predictions, probability maps (any other
+  grey levels, kept for the F-beta sweep and MAE); RGB images are colour-coded class
+  masks read through a palette (default: mirror-glass of ``000``: mirror green, glass
+  red, glass-in-mirror blue). A grayscale image does not say which class it holds:
+  the class is ``--classes``' first name, or the class of one of the shared data sets
+  (``DATASET_CLASSES``) when the folder is that data set (its ``image/`` and ``mask/``
+  folders, or its ``mask/`` folder); otherwise the folder is refused (``SourceError``)
+  rather than scored as a guessed class.
 
 Instances of mask images are their 8-connected components.
 """
@@ -72,9 +76,20 @@ def load_source(path: str | Path, role: str, classes: Sequence[str] = (),
         return _load_json(p, role, truth)
     if p.is_dir():
         folder = p / "mask" if (p / "mask").is_dir() else p
-        default = classes[0] if classes else DATASET_CLASSES.get(p.name, "object")
-        return _load_mask_folder(folder, role, default, palette)
+        grey = classes[0] if classes else dataset_class(p)
+        return _load_mask_folder(folder, role, grey, palette, p)
     raise SourceError(f"{p}: not a Specula project, COCO JSON or folder of masks")
+
+
+def dataset_class(folder: Path) -> Optional[str]:
+    """The class of a shared data set's masks when ``folder`` is that data set (its root,
+    holding ``image/`` and ``mask/``, or its ``mask/``), else ``None``: a folder merely
+    named like one is not trusted."""
+    folder = Path(folder).resolve()
+    root = folder.parent if folder.name == "mask" else folder
+    if root.name in DATASET_CLASSES and (root / "image").is_dir() and (root / "mask").is_dir():
+        return DATASET_CLASSES[root.name]
+    return None
 
 
 def _load_project(p: Path, role: str) -> dict[str, EvalImage]:
@@ -162,7 +177,9 @@ def _palette_colours(palette: Optional[str]) -> dict[tuple[int, int, int], str]:
     return {tuple(int(v) for v in pal.color_of(n)): n for n in pal.names}
 
 
-def _load_mask_folder(folder: Path, role: str, class_name: str, palette: Optional[str]) -> dict[str, EvalImage]:
+def _load_mask_folder(folder: Path, role: str, class_name: Optional[str], palette: Optional[str],
+                      given: Path) -> dict[str, EvalImage]:
+    """``class_name``: the class of grayscale masks (``None``: unknown, such a mask is refused)."""
     from PIL import Image
 
     files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
@@ -189,6 +206,10 @@ def _load_mask_folder(folder: Path, role: str, class_name: str, palette: Optiona
                 hit = np.all(arr == np.array(rgb, np.uint8), axis=2)
                 im.instances += [CocoInstance(name, m) for m in Mask.from_full(hit).components()]
         else:
+            if class_name is None:
+                which = "PRED" if role == "pred" else "GT"
+                raise SourceError(f"{given} ({which}): grayscale masks do not say which class they hold; "
+                                  f"name it with --classes NAME[,NAME] (or use colour-coded masks and --palette)")
             levels = arr.astype(np.float64) / (255.0 if arr.dtype != bool and arr.max(initial=0) > 1 else 1.0)
             if arr.dtype == np.uint16 or arr.dtype == np.int32:
                 levels = arr.astype(np.float64) / max(1.0, float(arr.max(initial=0)))

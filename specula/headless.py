@@ -68,7 +68,7 @@ def run_headless(project: str | Path) -> int:
 
     say(f"specula: no display, running the headless job on {project}")
     try:
-        store = ProjectStore.open(project, create=True, scan=False)
+        store = ProjectStore.open(project, create=True, scan=False, writer="the headless job")
     except StoreError as exc:
         print(f"specula: {exc}", file=sys.stderr)
         return 1

@@ -195,3 +195,38 @@ def test_rule_tolerance(tmp_path):
     far_out = _inst(3, "crack", _box(10, 10, 30, 12))
     found = [v.instance_id for v in rule_violations(palette, [deck, slightly_out, far_out])]
     assert found == [3]
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "line\nbreak", "tab\there", "\ud800x", "x" * 101, "", "   "])
+def test_class_names_with_control_characters_are_refused(name):
+    """A class name travels into CVAT XML, JSON, file names and menus: a NUL in it made the
+    CVAT export write XML nothing could parse. The palette refuses such names."""
+    from annotation.palette import PaletteError, builtin_palette
+
+    with pytest.raises(PaletteError, match="class name"):
+        builtin_palette("mirror-glass").with_class(name)
+
+
+def test_ordinary_class_names_pass():
+    from annotation.palette import builtin_palette
+
+    p = builtin_palette("mirror-glass").with_class("Riss (quer) – 0.3 mm")
+    assert "Riss (quer) – 0.3 mm" in p
+
+
+def test_imported_classes_get_distinct_colours_and_the_next_digit_keys():
+    """An import once gave CAR (250, 50, 83) beside glass (255, 0, 0) and no key."""
+    import numpy as np
+
+    from annotation.palette import _lab, builtin_palette
+
+    p = builtin_palette("mirror-glass")
+    for name in ("car", "person", "bicycle"):
+        p = p.with_class(name)
+    keys = [c.key for c in p.classes]
+    assert keys == ["1", "2", "3", "4", "5", "6"]
+    labs = [_lab(c.color) for c in p.classes]
+    closest = min(float(np.linalg.norm(a - b)) for i, a in enumerate(labs) for b in labs[i + 1:])
+    # distances in OpenCV's 8-bit CIELAB: the old CAR beside glass was 36 apart
+    assert closest > 80
+    assert float(np.linalg.norm(_lab((250, 50, 83)) - _lab((255, 0, 0)))) < 40

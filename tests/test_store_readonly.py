@@ -22,7 +22,7 @@ import annotation.store as store_module
 from annotation.document import Instance, InstanceState
 from annotation.mask import Mask
 from annotation.palette import builtin_palette
-from annotation.schema import MIGRATIONS
+from annotation.schema import MIGRATIONS, SCHEMA_VERSION
 from annotation.store import DB_NAME, ProjectStore, StoreError
 
 
@@ -181,7 +181,7 @@ def test_older_project_on_a_read_only_folder_is_read_through_a_migrated_copy(
     before = _files(root)
     try:
         with ProjectStore.open(root) as store:
-            assert store.read_only is not None and store.schema_version == 3
+            assert store.read_only is not None and store.schema_version == SCHEMA_VERSION
             assert store.image_counts(1) == {"proposed": 1, "accepted": 2, "rejected": 0}
         assert _files(root) == before
     finally:

@@ -122,3 +122,18 @@ def test_scanning_a_real_data_set(tmp_path: Path) -> None:
             assert scanned.error is None and (scanned.width, scanned.height) == im.size
     with ProjectStore.open(root) as store:
         assert [r.path for r in store.images()] == sorted(paths)
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_not_fatal(tmp_path):
+    """os.walk gives undecodable bytes as surrogates, which SQLite refuses: opening such a
+    folder crashed. It is left out and named, the rest of the folder opens."""
+    import os
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "good.png")
+    bad = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")
+    with open(bad, "wb") as f:
+        f.write((tmp_path / "good.png").read_bytes())
+    with ProjectStore.open(tmp_path, scan=False) as store:
+        report = store.scan_images()
+        assert [r.path for r in store.images()] == ["good.png"]
+        assert any("UTF-8" in why for why in report.errors.values())

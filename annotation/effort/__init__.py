@@ -1,12 +1,20 @@
 """The labelling-effort benchmark: a simulated annotator that labels real data sets manually and
 from proposals with real mask edits, charged from a cost table (``assets/effort_costs.toml``).
 
+Both sides obey one rule (``annotator``'s docstring states it): work on an instance
+stops at the target IoU, at the same time cap per instance, or when nothing more helps,
+and keeps the most accurate mask reached; decisions follow what a person sees, never a
+comparison of two simulated paths.
+
 Plain Python and numpy/OpenCV; no Qt, no torch. Entry points: ``SimulatedAnnotator``,
-``run_effort``, ``run_loop``, ``load_dataset``; the command is ``specula bench effort``.
+``run_effort``, ``run_efforts``, ``run_loop``, ``load_dataset``; the command is
+``specula bench effort``.
 """
 from annotation.effort.annotator import (
     CORRECTION_KINDS,
+    MODES,
     AnnotatorParams,
+    Correction,
     ImageLabelling,
     Labelled,
     ProposalMask,
@@ -19,6 +27,7 @@ from annotation.effort.proposals import (
     EffortImage,
     ProposalError,
     ProposalSource,
+    proposals_json,
     source_for,
 )
 from annotation.effort.runner import (
@@ -29,15 +38,16 @@ from annotation.effort.runner import (
     Trainer,
     load_dataset,
     run_effort,
+    run_efforts,
     run_loop,
     saving_group,
     truth_instances,
 )
 
 __all__ = [
-    "CORRECTION_KINDS", "Action", "AnnotatorParams", "CocoResultsSource", "CostTable", "CostTableError", "DegradedTruthSource",
-    "EffortError", "EffortImage", "EffortResult", "ImageLabelling", "Labelled",
-    "LabelledExample", "LoopResult", "ProposalError", "ProposalMask", "ProposalSource", "SimulatedAnnotator",
-    "Trainer", "load_dataset", "run_effort", "run_loop", "saving_group",
-    "source_for", "truth_instances",
+    "CORRECTION_KINDS", "MODES", "Action", "AnnotatorParams", "CocoResultsSource", "Correction", "CostTable",
+    "CostTableError", "DegradedTruthSource", "EffortError", "EffortImage", "EffortResult", "ImageLabelling",
+    "Labelled", "LabelledExample", "LoopResult", "ProposalError", "ProposalMask", "ProposalSource",
+    "SimulatedAnnotator", "Trainer", "load_dataset", "proposals_json", "run_effort", "run_efforts", "run_loop",
+    "saving_group", "source_for", "truth_instances",
 ]

@@ -3,39 +3,75 @@
 Every gesture is a real edit of a ``Mask`` through the operations the tools use
 (``rasterize_polygon`` for the polygon tool, ``Mask.paint_stroke`` for brush and
 eraser, ``annotation.reroute.reroute`` -- the desktop tool's own function -- for the
-boundary reroute, ``Mask.union`` for merge), and
-every gesture is charged from the ``CostTable``. The annotator knows the truth (it is
-a simulation, like 004's simulated yes/no answers), and behaves as follows.
+boundary reroute, ``Mask.union`` for merge), and every gesture, including one that did
+not help and was undone, is charged from the ``CostTable``.
 
-Manual, per ground-truth instance:
+The annotator knows the truth (it is a simulation, like 004's simulated yes/no
+answers), but uses it only the way a person uses their eyes: to see the object and how
+large the visible error regions are, and to answer "is it good enough yet?" (IoU >=
+``target_iou``) and "did that gesture help?". It never runs two ways of labelling an
+instance and keeps the cheaper: every choice follows a rule stated below.
+
+**The stopping rule, the same on both sides.** Work on an instance stops when the mask
+reaches ``target_iou``, when the time spent on the instance reaches ``instance_cap_s``
+(a gesture in progress is finished, no new one is started), or when nothing more helps
+(the correction stalls); the instance keeps the MOST ACCURATE mask reached, and is
+charged all the time spent. Manual and assisted labelling obey the same rule and the
+same cap. The caps are parameters, not measurements: 300 s per instance is about four
+times COCO's 79 s per polygon instance, and a proposal's correction is given up past
+120 s, about four times the 31 s 003 measured for refining a proposal (Fig. 6).
+
+Manual, per truth instance (also the redraw of the assisted side):
   1. ``decide`` + ``set_class``;
-  2. polygon: the outer outline traced with a vertex wherever it departs from the
-     truth by more than ``tolerance`` px (``approxPolyDP``); if that needs more than
-     ``vertex_budget`` vertices the tolerance is relaxed until it fits;
-     or, for thin instances (half-width <= ``brush_max_radius``), brush strokes along
-     the skeleton; the annotator uses whichever reaches the target more cheaply;
-  3. corrections (``correct``) until IoU >= ``target_iou`` or ``max_corrections``.
+  2. a thin instance (``is_thin``: mean width within the largest brush stroke, ``2
+     brush_max_radius + 1`` px, which a person sees) is painted with brush strokes
+     along its skeleton, the brush set to its mean width, longest branch first, until
+     it is good enough or every branch is painted; any other is
+     drawn with the CHEAPEST polygon that reaches the target: the truth's outline
+     simplified (``approxPolyDP``) at tolerances from 64 px down to 0.5 px, the first
+     (coarsest, fewest vertices) whose rasterisation reaches ``target_iou`` (a person
+     places vertices at corners, not along every pixel); if none does (holes, specks),
+     the outline traced at ``tolerance`` (relaxed to fit ``vertex_budget``);
+  3. corrections until the stopping rule ends the work.
 
-Correction loop: the error regions (truth not covered, covered but not truth) are
-split into connected components and fixed largest first: thin ones with brush or
-eraser strokes along their skeleton, thick ones with a boundary reroute: the path
-starts on the mask's boundary, follows the stretch of the component's outline that the
-old boundary does not (``geometry.reroute_trace``) and ends on the boundary again; it
-is charged like a polygon with the vertices of that path (``approxPolyDP`` at
-``tolerance``). A thick component that does not touch the boundary (a hole, a detached
-piece) is drawn with the polygon tool (missing) or erased (surplus); when the tool's
-reroute refuses the path, changes mostly pixels outside the component ("wrong side")
-or does not raise IoU, that component gets brush or eraser strokes instead. Each of
-these outcomes is counted in ``Labelled.corrections``. An edit that does not raise IoU
-is undone and that component skipped.
+Correction loop (both sides): the error regions (truth not covered, covered but not
+truth) are split into connected components and fixed largest first: thin ones with
+brush or eraser strokes along their skeleton, thick ones with a boundary reroute (the
+path starts on the mask's boundary, follows the stretch of the component's outline the
+old boundary does not, ``geometry.reroute_trace``, and ends on the boundary again,
+charged like a polygon with that path's vertices). A thick component away from the
+boundary is drawn with the polygon tool (missing) or erased (surplus). As for the
+manual polygon, vertices go at corners: the path or outline is simplified with the
+coarsest tolerance (32 px down to ``tolerance``) whose edit does the job as well as the
+finest tracing does (reaches the target if that does, else 90 % of its gain). When the
+tool's reroute refuses the path, changes mostly pixels outside the component or does not help,
+the person undoes it and uses strokes: the reroute, the undo and the strokes are all
+charged. A gesture that does not raise IoU is undone (charged: the gesture and
+``undo``) and that component skipped. After ``stall_steps`` such gestures in a row, or
+``max_corrections`` gestures, or when no component is left to try, the correction has
+stalled.
 
-Assisted, per image: each proposal costs ``decide``. A proposal with IoU < ``reject_iou``
-with every truth and not mostly inside one is rejected. Otherwise it belongs to the
-truth it overlaps most; further proposals on that truth are merged into the first.
-The result is accepted as is when IoU >= ``target_iou``, else corrected and accepted;
-when rejecting and drawing from scratch is cheaper (or reaches the target where
-correcting does not) the annotator does that instead (an oracle choice: a person
-estimates it, the simulation knows it). Truths without a proposal are drawn manually.
+Assisted, per image, proposals in the review queue's order (best score first):
+  * a proposal with IoU < ``reject_iou`` with every truth and not mostly inside one is
+    false; otherwise it is on the truth it overlaps most (the object it visibly covers);
+  * an object's first proposal is looked at (``decide``) together with the other
+    proposals on it; those lying mostly (``inside_fraction``) inside the object and not
+    mere specks (``merge_min_fraction`` of the first one's area) are merged into it
+    (``decide`` + ``merge`` each) when the merged mask is worth correcting; the rest are
+    left over;
+  * the (merged) mask is accepted when it reaches the target; it is CORRECTED when it
+    is good enough to correct by what a person sees -- its error regions together no
+    larger than what it has right, IoU >= ``correct_min_iou`` -- and REDRAWN otherwise
+    (``reject``, then drawn as manually);
+  * a correction that stalls below the target, or runs past ``correction_cap_s``, is
+    ABANDONED: the mask is rejected and the instance redrawn, and both the correction
+    and the redraw are charged (the more accurate mask is kept);
+  * truths without a proposal are found and drawn as manually (``missed``);
+  * the proposals left over (false ones, fragments, duplicates) cost a decision each
+    (``decide`` + ``reject``), or, when two or more are left and none of them is a true
+    one (which is visible once every object is labelled), the review panel's "Reject the
+    rest of this image" (Shift+R) clears them: one look at the image (``decide``), a
+    ``glance`` at each remaining proposal, one key press (``reject``).
 """
 from __future__ import annotations
 
@@ -55,26 +91,45 @@ from annotation.reroute import near_boundary, reroute
 CORRECTION_KINDS = (
     "reroute",  # the tool's reroute along the traced path, kept
     "reroute_none",  # the tool refused the path (ends not on the boundary): strokes instead
-    "reroute_wrong_side",  # the tool changed mostly pixels outside the region: strokes instead
-    "reroute_no_gain",  # the reroute did not raise IoU: strokes instead
+    "reroute_wrong_side",  # the tool changed mostly pixels outside the region: undone, strokes instead
+    "reroute_no_gain",  # the reroute did not raise IoU: undone, strokes instead
     "polygon_detached",  # missing piece away from the boundary: polygon tool
     "erase_hole",  # surplus piece away from the boundary (or all along it): eraser
+    "undone",  # a gesture that did not raise IoU, undone (any kind)
 )
+# how an instance ended (``Labelled.mode``)
+MODES = ("manual", "accepted", "corrected", "abandoned", "redrawn", "missed")
 SNAP_RADIUS = 4.0  # px: how far from the boundary the traced path may start and end
+# tolerances (px) tried, coarsest first, for the coarsest reroute trace or detached polygon
+# that does a correction's job as well as the finest tracing (``AnnotatorParams.tolerance``)
+COARSER_TRACES = (32.0, 16.0, 8.0, 4.0, 2.0)
+# polygon simplification tolerances (px) for the cheapest polygon (listed finest first, tried coarsest first)
+POLYGON_TOLERANCES = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0)
 
 
 @dataclass(frozen=True)
 class AnnotatorParams:
-    """How the simulated annotator works (pixels, IoU, counts)."""
+    """How the simulated annotator works (pixels, IoU, counts, seconds)."""
 
     target_iou: float = 0.9
-    tolerance: float = 1.5  # px a traced outline may depart from the truth
+    tolerance: float = 1.5  # px a traced reroute path or detached piece may depart from the truth
     vertex_budget: int = 150  # most polygon vertices per instance
-    max_corrections: int = 40  # most corrective gestures per instance
-    brush_max_radius: int = 8  # thicker error regions are fixed with a reroute
+    max_corrections: int = 200  # most gestures per correction: a safety; the time caps bind first
+    stall_steps: int = 3  # gestures in a row that did not help: the correction has stalled
+    instance_cap_s: float = 300.0  # the same time cap per instance on both sides (~4 x COCO's 79 s)
+    correction_cap_s: float = 120.0  # a proposal's correction past this is abandoned (~4 x 003's 31 s)
+    correct_min_iou: float = 0.5  # correct a proposal whose errors are no larger than what it has right
+    brush_max_radius: int = 8  # thicker error regions are fixed with a reroute; thinner truths are painted
     min_error_area: int = 2  # error components smaller than this are ignored
     reject_iou: float = 0.1  # proposals below this with every truth are false
     inside_fraction: float = 0.5  # ... unless this much of them lies inside a truth
+    merge_min_fraction: float = 0.01  # fragments smaller than this part of the first proposal are not worth a merge
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target_iou <= 1.0:
+            raise ValueError(f"target IoU must be in (0, 1], got {self.target_iou}")
+        if self.instance_cap_s <= 0 or self.correction_cap_s <= 0 or self.stall_steps < 1:
+            raise ValueError("the time caps must be positive and stall_steps at least 1")
 
 
 @dataclass
@@ -82,9 +137,10 @@ class Labelled:
     """One truth instance as the annotator left it.
 
     ``seconds`` is the time charged to this instance; ``actions`` the gestures;
-    ``mode``: ``manual``, ``accepted`` (proposal taken as is), ``corrected``,
-    ``redrawn`` (proposal rejected, drawn from scratch) or ``missed`` (no proposal,
-    drawn manually).
+    ``mode`` one of ``MODES``: ``manual``, ``accepted`` (proposal taken as is),
+    ``corrected``, ``abandoned`` (correction given up, then redrawn: both charged),
+    ``redrawn`` (proposal rejected at sight, drawn from scratch) or ``missed`` (no
+    proposal, drawn manually). ``capped``: the instance cap ended the work.
     """
 
     gt_index: int
@@ -95,6 +151,7 @@ class Labelled:
     mode: str
     actions: list[Action] = field(default_factory=list)
     corrections: dict[str, int] = field(default_factory=dict)  # CORRECTION_KINDS -> count
+    capped: bool = False
 
 
 @dataclass
@@ -116,6 +173,25 @@ class ProposalMask:
     mask: Mask
     class_name: str
     score: float = 1.0
+
+
+@dataclass
+class Correction:
+    """What a correction did: the mask, the gestures, how thick regions were fixed, and
+    why it ended (``reached``, ``stalled`` or ``capped``)."""
+
+    mask: Mask
+    actions: list[Action]
+    tally: dict[str, int]
+    ended: str
+
+    @property
+    def seconds(self) -> float:
+        return _seconds(self.actions)
+
+
+def _seconds(actions: Sequence[Action]) -> float:
+    return float(sum(a.seconds for a in actions))
 
 
 def _box_around(masks: Sequence[Mask], pad: int) -> tuple[int, int, int, int]:
@@ -144,6 +220,39 @@ def _components(region: np.ndarray, min_area: int) -> list[tuple[int, np.ndarray
     return out
 
 
+def mean_width(mask: Mask) -> float:
+    """The mean width of a mask in pixels, ``2 area / boundary pixels``: what a person
+    judges by eye (a line ``w`` px wide and ``L`` long has ``w L`` pixels, ``2 L`` on its
+    boundary); cheap on a large pane, unlike a skeleton."""
+    crop = mask.cropped().array
+    if not crop.any():
+        return 0.0
+    inner = cv2.erode(np.pad(crop.astype(np.uint8), 1), np.ones((3, 3), np.uint8))[1:-1, 1:-1].astype(bool)
+    boundary = int(np.count_nonzero(crop & ~inner))
+    return 2.0 * int(np.count_nonzero(crop)) / max(1, boundary)
+
+
+def is_thin(mask: Mask, brush_max_radius: float) -> bool:
+    """Whether a person would paint ``mask`` with the brush: its mean width is within what
+    the largest brush stroke paints (``2 r + 1`` px) and no part of it is more than twice
+    that wide (a crack with a wide spot is still a crack; a pane is not). Pin-holes
+    smaller than a brush dab do not count (a speckled pane is a pane); the larger holes
+    a crack network encloses do (it is a network of lines, not a blob)."""
+    reach = 2 * brush_max_radius + 1
+    crop = mask.cropped().array
+    if not crop.any():
+        return False
+    cropped = mask.cropped()
+    holes = cropped.fill_holes().read_box(cropped.box) & ~crop
+    if holes.any():
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
+        small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] < reach * reach) + 1
+        crop = crop | np.isin(labels, small)
+    solid = Mask(0, 0, crop, crop.shape)
+    half = float(cv2.distanceTransform(np.pad(crop.astype(np.uint8), 1), cv2.DIST_L2, 3).max())
+    return half <= reach and mean_width(solid) <= reach
+
+
 class SimulatedAnnotator:
     """Labels truth instances with real mask edits, charging each gesture from a cost table."""
 
@@ -166,16 +275,16 @@ class SimulatedAnnotator:
             actions.append(Action("stroke" if add else "erase", stroke_cost(c, length), length=length))
         return out, actions
 
+    def _undo(self) -> Action:
+        return Action("undo", self.costs.undo)
+
     def _fix_component(
         self, mask: Mask, comp: np.ndarray, offset: tuple[int, int], add: bool, box: tuple[int, int, int, int],
-        truth: Optional[Mask] = None, tally: Optional[Counter] = None,
+        truth: Mask, tally: Counter,
     ) -> tuple[Mask, list[Action]]:
-        """One correction of one error component; returns the edited copy and the gestures.
-
-        With ``truth`` given, a reroute that does not raise IoU is replaced by strokes.
-        """
+        """One correction of one error component; returns the edited copy and every
+        gesture made, including a reroute that was undone before the strokes replaced it."""
         p, c = self.params, self.costs
-        tally = tally if tally is not None else Counter()
         ox, oy = box[0] + offset[0], box[1] + offset[1]
         dt = cv2.distanceTransform(np.pad(comp.astype(np.uint8), 1), cv2.DIST_L2, 3)
         if float(dt.max()) <= p.brush_max_radius + 1:
@@ -188,33 +297,88 @@ class SimulatedAnnotator:
         if trace is None:
             if add:
                 tally["polygon_detached"] += 1
-                out, actions = mask, []
-                for ring in outline_polygons(comp, p.tolerance):
-                    if len(ring) < 3:
-                        continue
-                    out = out.union(rasterize_polygon(ring + [ox, oy], mask.image_size))
-                    actions.append(Action("polygon", polygon_cost(c, len(ring)), vertices=len(ring)))
-                return out, actions
+                return self._detached_polygon(mask, comp, ox, oy, truth)
             tally["erase_hole"] += 1
             return self._strokes(mask, comp, ox, oy, add)
-        path = simplify_path(trace.astype(np.float64), p.tolerance) + [box[0], box[1]]
+        fine = self._reroute_at(mask, trace, box, p.tolerance)
+        traced = Action("reroute", polygon_cost(c, len(fine[0])), vertices=len(fine[0]), length=path_length(fine[0]))
+        res = fine[1]
+        if res is None or not res.changed:
+            # the person traced the path and nothing changed: strokes instead
+            tally["reroute_none"] += 1
+            out, strokes = self._strokes(mask, comp, ox, oy, add)
+            return out, [traced] + strokes
+        if not self._right_side(res, comp, ox, oy, add):
+            tally["reroute_wrong_side"] += 1
+            out, strokes = self._strokes(mask, comp, ox, oy, add)
+            return out, [traced, self._undo()] + strokes
+        out = mask.copy()
+        out.write_box(res.box, res.after)
+        before, after = mask.iou(truth), out.iou(truth)
+        if after <= before:
+            tally["reroute_no_gain"] += 1
+            out, strokes = self._strokes(mask, comp, ox, oy, add)
+            return out, [traced, self._undo()] + strokes
+        tally["reroute"] += 1
+        # a person places vertices at corners: the coarsest trace that does the job as well
+        goal = self._goal(before, after)
+        for tol in COARSER_TRACES:
+            if tol <= p.tolerance:
+                break
+            path, coarse = self._reroute_at(mask, trace, box, tol)
+            if coarse is None or not coarse.changed or not self._right_side(coarse, comp, ox, oy, add):
+                continue
+            edited = mask.copy()
+            edited.write_box(coarse.box, coarse.after)
+            if edited.iou(truth) >= goal:
+                return edited, [Action("reroute", polygon_cost(c, len(path)), vertices=len(path),
+                                       length=path_length(path))]
+        return out, [traced]
+
+    def _goal(self, before: float, finest: float) -> float:
+        """What a gesture must reach to do its job as well as the finest tracing: the
+        target when the finest reaches it, else 90 % of the finest's gain."""
+        if finest >= self.params.target_iou:
+            return self.params.target_iou
+        return before + 0.97 * (finest - before)
+
+    @staticmethod
+    def _reroute_at(mask: Mask, trace: np.ndarray, box: tuple[int, int, int, int], tolerance: float):
+        """The traced path simplified at ``tolerance`` (image coordinates) and the tool's
+        result on it (``None`` when its ends are not on the boundary)."""
+        path = simplify_path(trace.astype(np.float64), tolerance) + [box[0], box[1]]
         res = None
         if near_boundary(mask, *path[0], SNAP_RADIUS) and near_boundary(mask, *path[-1], SNAP_RADIUS):
             res = reroute(mask, path, snap_radius=SNAP_RADIUS)
-        if res is None or not res.changed:
-            tally["reroute_none"] += 1
-            return self._strokes(mask, comp, ox, oy, add)
-        if not self._right_side(res, comp, ox, oy, add):
-            tally["reroute_wrong_side"] += 1
-            return self._strokes(mask, comp, ox, oy, add)
-        out = mask.copy()
-        out.write_box(res.box, res.after)
-        if truth is not None and out.iou(truth) <= mask.iou(truth):
-            tally["reroute_no_gain"] += 1
-            return self._strokes(mask, comp, ox, oy, add)
-        tally["reroute"] += 1
-        vertices = len(path)
-        return out, [Action("reroute", polygon_cost(c, vertices), vertices=vertices, length=path_length(path))]
+        return path, res
+
+    def _detached_polygon(self, mask: Mask, comp: np.ndarray, ox: int, oy: int,
+                          truth: Mask) -> tuple[Mask, list[Action]]:
+        """A missing piece away from the boundary drawn with the polygon tool: the coarsest
+        outline that does the job as well as tracing it at ``tolerance``."""
+        p, c = self.params, self.costs
+
+        def drawn(tol: float) -> tuple[Mask, list[Action]]:
+            out, actions = mask, []
+            for ring in outline_polygons(comp, tol):
+                if len(ring) < 3:
+                    continue
+                out = out.union(rasterize_polygon(ring + [ox, oy], mask.image_size))
+                actions.append(Action("polygon", polygon_cost(c, len(ring)), vertices=len(ring)))
+            return out, actions
+
+        fine, fine_actions = drawn(p.tolerance)
+        before, after = mask.iou(truth), fine.iou(truth)
+        if after <= before:
+            return fine, fine_actions
+        goal = self._goal(before, after)
+        for tol in COARSER_TRACES:
+            if tol <= p.tolerance:
+                break
+            out, actions = drawn(tol)
+            if actions and out.iou(truth) >= goal:
+                return out, actions
+        return fine, fine_actions
 
     @staticmethod
     def _right_side(res, comp: np.ndarray, ox: int, oy: int, add: bool) -> bool:
@@ -233,95 +397,140 @@ class SimulatedAnnotator:
         changed = res.after ^ res.before
         return 2 * int(np.count_nonzero(changed & local)) >= int(np.count_nonzero(changed))
 
-    def correct(self, start: Mask, truth: Mask) -> tuple[Mask, list[Action]]:
-        """Brush strokes, eraser strokes and reroutes until IoU >= target or the budget is spent."""
-        mask, actions, _ = self.correct_counted(start, truth)
-        return mask, actions
+    def correct(self, start: Mask, truth: Mask, budget: Optional[float] = None) -> Correction:
+        """Brush strokes, eraser strokes and reroutes until the mask reaches the target,
+        the correction stalls, or ``budget`` seconds are spent (default: the instance cap).
 
-    def correct_counted(self, start: Mask, truth: Mask) -> tuple[Mask, list[Action], dict[str, int]]:
-        """``correct``, plus how the thick regions were fixed (``CORRECTION_KINDS`` -> count)."""
+        The mask only ever changes to a more accurate one (a gesture that does not help is
+        undone), so the mask returned is the most accurate reached.
+        """
         p = self.params
+        budget = p.instance_cap_s if budget is None else budget
         mask = start.cropped()
         actions: list[Action] = []
         tally: Counter = Counter()
-        if truth.is_empty():
-            return mask, actions, {}
         current = mask.iou(truth)
+        if current >= p.target_iou or truth.is_empty():
+            return Correction(mask, actions, {}, "reached")
         skipped: set[tuple[bool, int, int, int]] = set()
-        gestures = 0
-        while current < p.target_iou and gestures < p.max_corrections:
+        gestures = misses = 0
+        ended = "stalled"
+        while True:
+            if current >= p.target_iou:
+                ended = "reached"
+                break
+            if _seconds(actions) >= budget:
+                ended = "capped"
+                break
+            if gestures >= p.max_corrections or misses >= p.stall_steps:
+                break
             box = _box_around([mask, truth], pad=p.brush_max_radius + 3)
             cur, gt = mask.read_box(box), truth.read_box(box)
             candidates = [(a, comp, off, True) for a, comp, off in _components(gt & ~cur, p.min_error_area)]
             candidates += [(a, comp, off, False) for a, comp, off in _components(cur & ~gt, p.min_error_area)]
             candidates.sort(key=lambda t: -t[0])
-            progressed = False
-            for area, comp, off, add in candidates:
-                key = (add, box[0] + off[0], box[1] + off[1], area)
-                if key in skipped:
-                    continue
-                edited, acts = self._fix_component(mask, comp, off, add, box, truth, tally)
-                new_iou = edited.iou(truth)
-                if new_iou <= current or not acts:
-                    skipped.add(key)  # the gesture did not help: undo it, try the next region
-                    continue
-                mask, current = edited.cropped(), new_iou
-                actions.extend(acts)
-                gestures += len(acts)
-                progressed = True
-                break
-            if not progressed:
-                break
-        return mask, actions, dict(tally)
+            todo = [(a, comp, off, add) for a, comp, off, add in candidates
+                    if (add, box[0] + off[0], box[1] + off[1], a) not in skipped]
+            if not todo:
+                break  # nothing visible left to fix: stalled below the target
+            area, comp, off, add = todo[0]
+            edited, acts = self._fix_component(mask, comp, off, add, box, truth, tally)
+            if not acts:
+                skipped.add((add, box[0] + off[0], box[1] + off[1], area))
+                continue
+            gestures += len(acts)
+            new_iou = edited.iou(truth)
+            if new_iou <= current:
+                # the person sees it did not help: undo, leave that region, count a miss
+                actions.extend(acts + [self._undo()])
+                tally["undone"] += 1
+                skipped.add((add, box[0] + off[0], box[1] + off[1], area))
+                misses += 1
+                continue
+            actions.extend(acts)
+            mask, current = edited.cropped(), new_iou
+            misses = 0
+        return Correction(mask, actions, dict(tally), ended)
+
+    def correct_counted(self, start: Mask, truth: Mask) -> tuple[Mask, list[Action], dict[str, int]]:
+        """``correct`` within the instance cap, as ``(mask, actions, tally)``."""
+        res = self.correct(start, truth)
+        return res.mask, res.actions, res.tally
 
     # ------------------------------------------------------------ manual
-    def _draw_polygon(self, truth: Mask) -> tuple[Mask, list[Action]]:
+    def cheapest_polygon(self, truth: Mask) -> tuple[Mask, int]:
+        """The polygon a person draws: the fewest vertices whose rasterisation reaches the
+        target (the truth's outline simplified with decreasing tolerance, coarsest first);
+        if none does, the outline traced at ``tolerance``. Returns the mask and its vertices."""
         p = self.params
         crop = truth.cropped()
+        # coarsest first: the first outline that reaches the target has the fewest vertices
+        for tol in reversed(POLYGON_TOLERANCES):
+            rings = [r for r in outline_polygons(crop.array, tol) if len(r) >= 3]
+            vertices = sum(len(r) for r in rings)
+            if not rings or vertices > p.vertex_budget:
+                continue
+            mask = self._polygon_mask(rings, crop)
+            if mask.iou(truth) >= p.target_iou:
+                return mask, vertices
+        # no polygon reaches it (holes, specks): the outline traced at the ordinary
+        # tolerance, relaxed until it fits the budget; the corrections do the rest
         tol = p.tolerance
-        rings = outline_polygons(crop.array, tol)
-        while sum(len(r) for r in rings) > p.vertex_budget and tol < 64:
+        rings = [r for r in outline_polygons(crop.array, tol) if len(r) >= 3]
+        while sum(len(r) for r in rings) > p.vertex_budget and tol < POLYGON_TOLERANCES[-1]:
             tol *= 1.5
-            rings = outline_polygons(crop.array, tol)
-        mask = Mask.empty(truth.image_size)
-        actions = []
-        for ring in rings:
-            pts = ring + [crop.x0, crop.y0]
-            mask = mask.union(rasterize_polygon(pts, truth.image_size))
-            actions.append(Action("polygon", polygon_cost(self.costs, len(ring)), vertices=len(ring)))
-        return mask, actions
+            rings = [r for r in outline_polygons(crop.array, tol) if len(r) >= 3]
+        return self._polygon_mask(rings, crop), sum(len(r) for r in rings)
 
-    def _draw_brush(self, truth: Mask) -> tuple[Mask, list[Action]]:
+    @staticmethod
+    def _polygon_mask(rings: Sequence[np.ndarray], crop: Mask) -> Mask:
+        mask = Mask.empty(crop.image_size)
+        for ring in rings:
+            mask = mask.union(rasterize_polygon(ring + [crop.x0, crop.y0], crop.image_size))
+        return mask
+
+    def _draw_polygon(self, truth: Mask) -> tuple[Mask, list[Action]]:
+        mask, vertices = self.cheapest_polygon(truth)
+        if vertices == 0:
+            return mask, []
+        return mask, [Action("polygon", polygon_cost(self.costs, vertices), vertices=vertices)]
+
+    def _draw_brush(self, truth: Mask, budget: float) -> tuple[Mask, list[Action]]:
+        """Strokes along the skeleton, longest branch first, until good enough (or the budget).
+
+        The brush is set once, to the instance's mean width (``mean_width``, what a person
+        matches by eye): a stroke of radius ``r`` paints about ``2r + 1`` px.
+        """
         crop = truth.cropped()
+        radius = min(float(self.params.brush_max_radius), max(0.0, (mean_width(truth) - 1.0) / 2.0))
         mask = Mask.empty(truth.image_size)
-        actions = []
-        for points, radius in stroke_plan(crop.array):
+        actions: list[Action] = []
+        for points, _ in stroke_plan(crop.array):
+            if mask.iou(truth) >= self.params.target_iou or _seconds(actions) >= budget:
+                break
             pts = points + [crop.x0, crop.y0]
             mask.paint_stroke(pts, radius, value=True)
             length = path_length(pts)
             actions.append(Action("stroke", stroke_cost(self.costs, length), length=length))
         return mask.cropped(), actions
 
-    def draw(self, truth: Mask, class_name: str, gt_index: int = -1, mode: str = "manual") -> Labelled:
-        """Label one truth instance from scratch (the manual baseline)."""
+    def draw(self, truth: Mask, class_name: str, gt_index: int = -1, mode: str = "manual",
+             budget: Optional[float] = None) -> Labelled:
+        """Label one truth instance from scratch (the manual baseline) within ``budget``
+        seconds (default: the instance cap)."""
         c, p = self.costs, self.params
-        head = [Action("decide", c.decide), Action("set_class", c.set_class)]
-        options = []
-        crop = truth.cropped()
-        strategies = [self._draw_polygon]
-        half_width = cv2.distanceTransform(np.pad(crop.array.astype(np.uint8), 1), cv2.DIST_L2, 3).max()
-        if half_width <= p.brush_max_radius + 1:
-            strategies.append(self._draw_brush)
-        for strategy in strategies:
-            mask, acts = strategy(truth)
-            mask, fixes, tally = self.correct_counted(mask, truth)
-            acts = head + acts + fixes
-            final = mask.iou(truth)
-            options.append((final >= p.target_iou, sum(a.seconds for a in acts), final, mask, acts, tally))
-        reached, seconds, final, mask, acts, tally = min(
-            options, key=lambda o: (not o[0], o[1] if o[0] else -o[2])
-        )
-        return Labelled(gt_index, class_name, mask, final, seconds, mode, acts, tally)
+        budget = p.instance_cap_s if budget is None else budget
+        acts = [Action("decide", c.decide), Action("set_class", c.set_class)]
+        if is_thin(truth, p.brush_max_radius):
+            mask, drawn = self._draw_brush(truth, budget - _seconds(acts))
+        else:
+            mask, drawn = self._draw_polygon(truth)
+        acts += drawn
+        fix = self.correct(mask, truth, budget - _seconds(acts))
+        acts += fix.actions
+        final = fix.mask.iou(truth)
+        capped = final < p.target_iou and _seconds(acts) >= budget
+        return Labelled(gt_index, class_name, fix.mask, final, _seconds(acts), mode, acts, fix.tally, capped)
 
     def label_manual(self, truths: Sequence[tuple[str, Mask]]) -> ImageLabelling:
         """Label every truth ``(class, mask)`` of one image from scratch."""
@@ -334,80 +543,105 @@ class SimulatedAnnotator:
         proposals: Sequence[ProposalMask],
         manual: Optional[ImageLabelling] = None,
     ) -> ImageLabelling:
-        """Label one image starting from ``proposals``; ``manual`` (if given) is reused for redraws."""
-        c, p = self.costs, self.params
+        """Label one image starting from ``proposals``; ``manual`` (if given) is reused for
+        redraws that have the whole cap (drawing is deterministic, so it is the same)."""
+        p = self.params
         if manual is None:
             manual = self.label_manual(truths)
-        extra: list[Action] = []
-        false_count = 0
-        assigned: dict[int, list[ProposalMask]] = {}
-        for prop in proposals:
-            if prop.mask.is_empty():
+        queue = sorted((q for q in proposals if not q.mask.is_empty()), key=lambda q: -q.score)
+        left_over: list[ProposalMask] = []
+        on_truth: dict[int, list[ProposalMask]] = {}
+        for prop in queue:
+            if not truths:
+                left_over.append(prop)
                 continue
             inter = [prop.mask.intersection_area(m) for _, m in truths]
-            ious = [prop.mask.iou(m) for _, m in truths]
-            best = int(np.argmax(inter)) if truths else -1
-            inside = inter[best] / max(1, prop.mask.area) if truths else 0.0
-            if not truths or (max(ious) < p.reject_iou and inside < p.inside_fraction):
-                false_count += 1
+            best = int(np.argmax(inter))
+            inside = inter[best] / max(1, prop.mask.area)
+            if max(prop.mask.iou(m) for _, m in truths) < p.reject_iou and inside < p.inside_fraction:
+                left_over.append(prop)
                 continue
-            assigned.setdefault(best, []).append(prop)
+            on_truth.setdefault(best, []).append(prop)
         out: list[Labelled] = []
         for i, (cls, truth) in enumerate(truths):
-            props = assigned.get(i)
+            props = on_truth.get(i)
             if not props:
                 drawn = manual.instances[i]
                 out.append(Labelled(i, cls, drawn.mask, drawn.iou, drawn.seconds, "missed", list(drawn.actions),
-                                    dict(drawn.corrections)))
+                                    dict(drawn.corrections), drawn.capped))
                 continue
-            props = sorted(props, key=lambda q: -q.mask.intersection_area(truth))
-            # a truth covered by several fragments: merge them all, or start from the
-            # largest and leave the fragments to "reject the rest"; the cheaper wins
-            candidates = [self._from_proposals(i, cls, truth, props, merge=True)]
-            if len(props) > 1:
-                candidates.append(self._from_proposals(i, cls, truth, props, merge=False))
-            drawn = manual.instances[i]
-            redraw_acts = [Action("decide", c.decide), Action("reject", c.reject)] + list(drawn.actions)
-            candidates.append((Labelled(i, cls, drawn.mask, drawn.iou, sum(a.seconds for a in redraw_acts), "redrawn",
-                                        redraw_acts, dict(drawn.corrections)), len(props) - 1))
-            best, left_over = min(candidates, key=lambda lc: (lc[0].iou < p.target_iou, lc[0].seconds))
-            false_count += left_over
-            out.append(best)
-        return ImageLabelling(out, extra + self._clear_false(false_count))
+            done, unused = self._from_proposals(i, cls, truth, props, manual.instances[i])
+            out.append(done)
+            left_over.extend(unused)
+        return ImageLabelling(out, self.clear_left_over(len(left_over)))
 
     def _from_proposals(
-        self, i: int, cls: str, truth: Mask, props: Sequence[ProposalMask], merge: bool
-    ) -> tuple[Labelled, int]:
-        """Accept or correct a truth's proposals; returns the result and how many were left over."""
+        self, i: int, cls: str, truth: Mask, props: Sequence[ProposalMask], manual: Labelled
+    ) -> tuple[Labelled, list[ProposalMask]]:
+        """Accept, correct or redraw one object from its proposals (queue order, the first
+        is the one the person reaches first); returns the result and the unused proposals."""
         c, p = self.costs, self.params
-        used = list(props) if merge else list(props[:1])
-        acts = [Action("decide", c.decide) for _ in used]
-        start = used[0].mask
-        for other in used[1:]:
-            start = start.union(other.mask)
-            acts.append(Action("merge", c.merge))
-        if used[0].class_name != cls:
+        base, others = props[0], list(props[1:])
+        # fragments that visibly lie on the object and visibly matter (a speck is left over)
+        inside = [q for q in others if q.mask.intersection_area(truth) >= p.inside_fraction * q.mask.area
+                  and q.mask.area >= p.merge_min_fraction * base.mask.area]
+        merged = base.mask
+        for q in inside:
+            merged = merged.union(q.mask)
+        acts = [Action("decide", c.decide)]
+        if merged.iou(truth) >= p.correct_min_iou:
+            start = merged
+            for _ in inside:  # each fragment is looked at, selected and merged
+                acts += [Action("decide", c.decide), Action("merge", c.merge)]
+            unused = [q for q in others if not any(q is r for r in inside)]
+        else:
+            start, unused = base.mask, others
+        if base.class_name != cls:
             acts.append(Action("set_class", c.set_class))
         start_iou = start.iou(truth)
         if start_iou >= p.target_iou:
             acts.append(Action("accept", c.accept))
-            done = Labelled(i, cls, start.cropped(), start_iou, sum(a.seconds for a in acts), "accepted", acts)
-            return done, len(props) - len(used)
-        fixed, fixes, tally = self.correct_counted(start, truth)
-        acts = acts + fixes + [Action("accept", c.accept)]
-        done = Labelled(i, cls, fixed, fixed.iou(truth), sum(a.seconds for a in acts), "corrected", acts, tally)
-        return done, len(props) - len(used)
+            return Labelled(i, cls, start.cropped(), start_iou, _seconds(acts), "accepted", acts), unused
+        if start_iou < p.correct_min_iou:
+            # not worth correcting at sight: reject it and draw the object
+            acts.append(Action("reject", c.reject))
+            redraw = self._redraw(truth, cls, i, manual, p.instance_cap_s - _seconds(acts))
+            acts += redraw.actions
+            return Labelled(i, cls, redraw.mask, redraw.iou, _seconds(acts), "redrawn", acts, dict(redraw.corrections),
+                            redraw.capped), unused
+        fix = self.correct(start, truth, min(p.correction_cap_s, p.instance_cap_s - _seconds(acts)))
+        acts += fix.actions
+        fixed_iou = fix.mask.iou(truth)
+        left = p.instance_cap_s - _seconds(acts)
+        if fix.ended == "reached" or left <= 0:
+            acts.append(Action("accept", c.accept))
+            capped = fix.ended != "reached"
+            return Labelled(i, cls, fix.mask, fixed_iou, _seconds(acts), "corrected", acts, fix.tally, capped), unused
+        # stalled, or past the correction cap: give it up and draw the object; both are charged
+        acts.append(Action("reject", c.reject))
+        redraw = self._redraw(truth, cls, i, manual, p.instance_cap_s - _seconds(acts))
+        acts += redraw.actions
+        tally = Counter(fix.tally) + Counter(redraw.corrections)
+        if fixed_iou > redraw.iou:  # the most accurate mask reached is kept (undo back to it)
+            return Labelled(i, cls, fix.mask, fixed_iou, _seconds(acts), "abandoned", acts, dict(tally),
+                            redraw.capped), unused
+        return Labelled(i, cls, redraw.mask, redraw.iou, _seconds(acts), "abandoned", acts, dict(tally),
+                        redraw.capped), unused
 
-    def _clear_false(self, count: int) -> list[Action]:
-        """Actions for ``count`` false proposals on an image.
+    def _redraw(self, truth: Mask, cls: str, i: int, manual: Labelled, budget: float) -> Labelled:
+        """Draw the object as the manual side does, within what is left of the cap."""
+        if not manual.capped and manual.seconds <= budget:
+            return manual  # the same deterministic drawing, which fits in the time left
+        return self.draw(truth, cls, i, budget=max(0.0, budget))
 
-        One by one when there is one; when there are several, the expert deals with the
-        true ones and clears the rest with one key (the review panel's "Reject the rest",
-        Shift+R): one look at what is left, one key press.
-        """
+    def clear_left_over(self, count: int) -> list[Action]:
+        """Actions for ``count`` proposals left once every object is labelled (none is a
+        true one): one decision each, or with two or more the review panel's "Reject the
+        rest of this image" (Shift+R): one look at the image, a glance at each, one key."""
         c = self.costs
         if count == 1:
             return [Action("decide", c.decide), Action("reject", c.reject)]
         if count > 1:
-            return [Action("decide", c.decide), Action("reject_rest", c.reject)]
+            return [Action("decide", c.decide)] + [Action("glance", c.glance)] * count + [
+                Action("reject_rest", c.reject)]
         return []

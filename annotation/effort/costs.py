@@ -37,6 +37,8 @@ class CostTable:
     stroke_per_100px: float = 1.0
     merge: float = 1.0
     set_class: float = 0.5
+    undo: float = 0.5
+    glance: float = 0.5
     source: str = "<defaults>"
     reference: dict = field(default_factory=dict, compare=False)
 
@@ -75,7 +77,8 @@ class Action:
 
     Kinds: ``decide``, ``accept``, ``reject``, ``polygon`` (``vertices`` placed),
     ``stroke`` / ``erase`` (``length`` px of path), ``reroute`` (``vertices`` traced),
-    ``merge``, ``set_class``.
+    ``merge``, ``set_class``, ``undo``, ``glance`` (one remaining proposal checked before
+    "Reject the rest"), ``reject_rest`` (the Shift+R key press).
     """
 
     kind: str

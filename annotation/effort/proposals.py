@@ -154,6 +154,18 @@ class CocoResultsSource:
         return out
 
 
+def proposals_json(proposals: dict[str, list[ProposalMask]], images: dict[str, Path]) -> list[dict]:
+    """Proposals as a COCO results list (``file_name``, ``category_name``, RLE, ``score``),
+    which ``CocoResultsSource`` reads back: a run repeated without the model."""
+    out = []
+    for key, props in proposals.items():
+        name = images[key].name if key in images else key
+        for prop in props:
+            out.append({"file_name": name, "category_name": prop.class_name, "score": float(prop.score),
+                        "segmentation": prop.mask.to_rle()})
+    return out
+
+
 def source_for(kind: str, *, path: Optional[str] = None, quality: float = 0.5, seed: int = 0,
                min_score: float = 0.5) -> ProposalSource:
     """Build a source from command-line words: ``coco`` or ``degraded-truth``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -13,18 +13,33 @@ from annotation.effort.runner import GROUPS, EffortResult, LoopResult, result_js
 
 
 def effort_table(summaries: Sequence[dict]) -> str:
-    """A Markdown table, one row per data set (the terminal prints it as is)."""
-    head = ["data set", "images", "instances", "manual s/inst", "assisted s/inst", "saved %",
-            "003 formula %"] + [g[0] for g in GROUPS] + ["IoU manual", "IoU assisted", ">=target m/a"]
+    """A Markdown table, one row per data set and target IoU (the terminal prints it as is)."""
+    head = ["data set", "target IoU", "images", "instances", "manual s/inst", "assisted s/inst", "saved %",
+            "003 formula %"] + [g[0] for g in GROUPS] + [
+            "accepted/corrected/abandoned/redrawn/missed", "IoU manual", "IoU assisted", ">=target m/a",
+            "capped m/a"]
     rows = []
     for s in summaries:
-        rows.append([s["dataset"], str(s["images"]), str(s["instances"]), f"{s['manual_s_per_instance']:.1f}",
+        modes = s["modes"]
+        capped = s.get("capped", {"manual": 0, "assisted": 0})
+        rows.append([s["dataset"], f"{s.get('target_iou', s['params'].get('target_iou', 0.9)):.2f}",
+                     str(s["images"]), str(s["instances"]), f"{s['manual_s_per_instance']:.1f}",
                      f"{s['assisted_s_per_instance']:.1f}", f"{s['saved_percent']:.1f}",
                      f"{s['saved_percent_003_formula']:.1f}"]
                     + [str(s["groups"][g[0]]) for g in GROUPS]
-                    + [f"{s['manual_mean_iou']:.3f}", f"{s['assisted_mean_iou']:.3f}",
-                       f"{s['manual_reached_target']}/{s['assisted_reached_target']}"])
+                    + ["/".join(str(modes.get(m, 0)) for m in ("accepted", "corrected", "abandoned", "redrawn", "missed")),
+                       f"{s['manual_mean_iou']:.3f}", f"{s['assisted_mean_iou']:.3f}",
+                       f"{s['manual_reached_target']}/{s['assisted_reached_target']}",
+                       f"{capped['manual']}/{capped['assisted']}"])
     return _markdown(head, rows)
+
+
+def left_over_line(summary: dict) -> str:
+    """What the proposals that were no object cost, one line."""
+    return (f"{summary['dataset']} at IoU {summary.get('target_iou', 0.9):.2f}: {summary.get('proposals_total', 0)} "
+            f"proposals; left over {summary.get('rejected_one_by_one', 0)} rejected one by one, "
+            f"{summary.get('rejected_with_reject_rest', 0)} with Reject the rest "
+            f"({summary.get('reject_rest_uses', 0)} uses), {summary.get('left_over_seconds', 0.0):.1f} s in all")
 
 
 def corrections_line(summary: dict) -> str:
@@ -33,7 +48,7 @@ def corrections_line(summary: dict) -> str:
     for side in ("manual", "assisted"):
         counts = summary.get("corrections", {}).get(side, {})
         parts.append(f"{side}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    return f"{summary['dataset']} thick-region corrections -- " + "; ".join(parts)
+    return (f"{summary['dataset']} at IoU {summary.get('target_iou', 0.9):.2f} corrections -- " + "; ".join(parts))
 
 
 def loop_table(loop: LoopResult) -> str:
@@ -97,21 +112,31 @@ def plot_loop(loop: LoopResult, path: Path, size: tuple[int, int] = (480, 720)) 
     return path
 
 
-def write_effort_report(results: Sequence[EffortResult], out: Path) -> list[Path]:
-    """``effort.md`` (the table), ``effort_<dataset>.json`` per data set; returns the files."""
+def write_effort_report(results: Sequence[EffortResult], out: Path,
+                        proposals: Optional[dict[str, list]] = None) -> list[Path]:
+    """``effort.md`` (the table), ``effort_<dataset>[_iou<T>].json`` per run and, with
+    ``proposals`` (data set -> COCO results list), ``proposals_<dataset>.json``; returns the files."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = []
     summaries = [r.summary() for r in results]
     md = out / "effort.md"
-    notes = [f"- {s['dataset']}: proposals from {s['proposals']}; costs {s['costs']}" for s in summaries]
+    notes = [f"- {s['dataset']}: proposals from {s['proposals']}; costs {s['costs']}"
+             for s in {s["dataset"]: s for s in summaries}.values()]
+    notes += [f"- {left_over_line(s)}" for s in summaries]
     notes += [f"- {corrections_line(s)}" for s in summaries]
     md.write_text("# Labelling effort: manual versus assisted\n\n" + effort_table(summaries) + "\n\n"
                   + "\n".join(notes) + "\n", encoding="utf-8")
     files.append(md)
+    several = len({float(r.params.get("target_iou", 0.9)) for r in results}) > 1
     for r in results:
-        p = out / f"effort_{r.dataset}.json"
+        suffix = f"_iou{float(r.params.get('target_iou', 0.9)):.2f}" if several else ""
+        p = out / f"effort_{r.dataset}{suffix}.json"
         p.write_text(result_json(r), encoding="utf-8")
+        files.append(p)
+    for name, entries in (proposals or {}).items():
+        p = out / f"proposals_{name}.json"
+        p.write_text(json.dumps(entries), encoding="utf-8")
         files.append(p)
     return files
 

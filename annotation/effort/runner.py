@@ -5,8 +5,9 @@ the class); truth instances are the 8-connected components of the mask with at l
 ``min_area`` pixels (smaller specks are ignored: nobody labels a 10-pixel fleck).
 
 ``run_effort`` labels every image twice with the same ``SimulatedAnnotator``: manually
-and from proposals. ``run_loop`` labels ``k`` images, retrains through a ``Trainer``,
-proposes on the next ``k``, and so on.
+and from proposals; ``run_efforts`` does it for several annotators (e.g. several target
+IoUs) on the same proposals, asked for once per image. ``run_loop`` labels ``k``
+images, retrains through a ``Trainer``, proposes on the next ``k``, and so on.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Callable, Optional, Protocol, Sequence
 import cv2
 import numpy as np
 
-from annotation.effort.annotator import CORRECTION_KINDS, ImageLabelling, SimulatedAnnotator
+from annotation.effort.annotator import CORRECTION_KINDS, MODES, ImageLabelling, ProposalMask, SimulatedAnnotator
 from annotation.effort.proposals import EffortImage, ProposalSource
 from annotation.images import IMAGE_EXTENSIONS
 from annotation.mask import Mask
@@ -121,8 +122,9 @@ class EffortResult:
         manual = sum(im.manual.seconds for im in self.images)
         assisted = sum(im.assisted.seconds for im in self.images)
         groups = {g[0]: 0 for g in GROUPS}
-        modes: dict[str, int] = {}
+        modes = {m: 0 for m in MODES if m != "manual"}
         ious_m, ious_a, saved = [], [], []
+        capped = {"manual": 0, "assisted": 0}
         for im in self.images:
             for mi, ai in zip(im.manual.instances, im.assisted.instances):
                 s = 100.0 * (1.0 - ai.seconds / mi.seconds) if mi.seconds > 0 else 0.0
@@ -131,6 +133,8 @@ class EffortResult:
                 modes[ai.mode] = modes.get(ai.mode, 0) + 1
                 ious_m.append(mi.iou)
                 ious_a.append(ai.iou)
+                capped["manual"] += int(mi.capped)
+                capped["assisted"] += int(ai.capped)
         corrections = {side: {k: 0 for k in CORRECTION_KINDS} for side in ("manual", "assisted")}
         for im in self.images:
             for side, labelling in (("manual", im.manual), ("assisted", im.assisted)):
@@ -139,9 +143,11 @@ class EffortResult:
                         corrections[side][k] = corrections[side].get(k, 0) + v
         lower_bound = (0.95 * groups[GROUPS[0][0]] + 0.75 * groups[GROUPS[1][0]] + 0.5 * groups[GROUPS[2][0]]) / n if n else 0.0
         target = float(self.params.get("target_iou", 0.9))
+        extra = [a for im in self.images for a in im.assisted.extra_actions]
         return {
             "dataset": self.dataset,
             "proposals": self.source,
+            "target_iou": target,
             "images": len(self.images),
             "instances": n,
             "manual_seconds": manual,
@@ -157,8 +163,13 @@ class EffortResult:
             "assisted_mean_iou": float(np.mean(ious_a)) if ious_a else 0.0,
             "manual_reached_target": sum(i >= target for i in ious_m),
             "assisted_reached_target": sum(i >= target for i in ious_a),
+            "capped": capped,
             "corrections": corrections,
-            "rejected_proposals": sum(sum(a.kind == "reject" for a in im.assisted.extra_actions) for im in self.images),
+            "proposals_total": sum(im.n_proposals for im in self.images),
+            "rejected_one_by_one": sum(a.kind == "reject" for a in extra),
+            "rejected_with_reject_rest": sum(a.kind == "glance" for a in extra),
+            "reject_rest_uses": sum(a.kind == "reject_rest" for a in extra),
+            "left_over_seconds": sum(a.seconds for a in extra),
             "costs": self.costs_source,
             "params": self.params,
             "wall_seconds": self.wall_seconds,
@@ -170,22 +181,43 @@ def run_effort(
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> EffortResult:
     """Label every image manually and from ``source``'s proposals."""
+    return run_efforts(dataset, images, source, [annotator], progress)[0]
+
+
+def run_efforts(
+    dataset: str, images: Sequence[EffortImage], source: ProposalSource, annotators: Sequence[SimulatedAnnotator],
+    progress: Optional[Callable[[int, int], None]] = None,
+    keep_proposals: Optional[dict[str, list[ProposalMask]]] = None,
+) -> list[EffortResult]:
+    """``run_effort`` for each annotator on the same proposals (asked for once per image).
+
+    ``keep_proposals``: a dict that receives each image's proposals (by image key), e.g.
+    to write them out so the run can be repeated without the model.
+    """
     t0 = time.perf_counter()
-    out = []
+    per: list[list[ImageEffort]] = [[] for _ in annotators]
     for n, image in enumerate(images):
-        out.append(label_image(image, source, annotator))
+        proposals = source.propose(image)
+        if keep_proposals is not None:
+            keep_proposals[image.key] = list(proposals)
+        for k, annotator in enumerate(annotators):
+            per[k].append(label_image(image, None, annotator, proposals))
         if progress:
             progress(n + 1, len(images))
-    return EffortResult(dataset, source.label, out, annotator.costs.source, vars(annotator.params).copy(),
-                        time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    return [EffortResult(dataset, source.label, efforts, a.costs.source, vars(a.params).copy(), wall)
+            for efforts, a in zip(per, annotators)]
 
 
-def label_image(image: EffortImage, source: Optional[ProposalSource], annotator: SimulatedAnnotator) -> ImageEffort:
-    """Both labellings of one image (assisted = manual when there is no source)."""
+def label_image(image: EffortImage, source: Optional[ProposalSource], annotator: SimulatedAnnotator,
+                proposals: Optional[Sequence[ProposalMask]] = None) -> ImageEffort:
+    """Both labellings of one image (assisted = manual when there is no source and no
+    ``proposals``); ``proposals`` given are used instead of asking ``source``."""
     manual = annotator.label_manual(image.truths)
-    if source is None:
-        return ImageEffort(image.key, manual, manual, 0)
-    proposals = source.propose(image)
+    if proposals is None:
+        if source is None:
+            return ImageEffort(image.key, manual, manual, 0)
+        proposals = source.propose(image)
     assisted = annotator.label_assisted(image.truths, proposals, manual)
     return ImageEffort(image.key, manual, assisted, len(proposals))
 
@@ -268,6 +300,10 @@ def result_json(result: EffortResult) -> str:
     """The summary and per-image figures as JSON text."""
     per_image = [{"image": im.key, "instances": len(im.manual.instances), "proposals": im.n_proposals,
                   "manual_seconds": im.manual.seconds, "assisted_seconds": im.assisted.seconds,
+                  "manual_instance_seconds": [i.seconds for i in im.manual.instances],
+                  "assisted_instance_seconds": [i.seconds for i in im.assisted.instances],
+                  "manual_iou": [i.iou for i in im.manual.instances],
                   "assisted_modes": [i.mode for i in im.assisted.instances],
-                  "assisted_iou": [i.iou for i in im.assisted.instances]} for im in result.images]
+                  "assisted_iou": [i.iou for i in im.assisted.instances],
+                  "left_over_seconds": sum(a.seconds for a in im.assisted.extra_actions)} for im in result.images]
     return json.dumps({"summary": result.summary(), "images": per_image}, indent=2)

@@ -18,11 +18,14 @@ from annotation.formats.common import (
     LabelledImage,
     LabelledInstance,
     Progress,
+    check_class_name,
     class_colors,
     mask_image_files,
     output_path,
     read_binary_mask,
     report,
+    too_many_instances,
+    usable_mask_files,
     write_png,
 )
 from annotation.mask import Mask
@@ -43,17 +46,24 @@ def import_class_masks(
 ) -> ImportResult:
     """Read a folder (or one file) of binary masks of ``class_name``.
 
-    Each mask ``ID.png`` is paired with the photo ``ID.*`` under ``image_root``
-    (default: a sibling ``image/`` or ``images/`` folder). Values 0/1, 0/255,
-    palette and RGBA masks are all understood.
+    Each mask ``ID.png`` is paired with the photo ``ID.*`` by ``ImagePairing``: under
+    ``image_root`` (default: a sibling ``image/`` or ``images/`` folder). Values 0/1,
+    0/255, palette and RGBA masks are all understood. A mask file that cannot be read
+    (damaged, over the pixel limit, NaN in a float TIFF, too many regions) is skipped
+    and said; a single such file raises ``FormatError``.
     """
     if not class_name:
         raise FormatError("binary class masks carry no class name; say which class they hold (class_name)")
+    check_class_name(class_name, "the class of the masks")
     path = Path(path)
     files = mask_image_files(path, "binary class masks")
     pairing = ImagePairing(path, Path(image_root) if image_root is not None else None)
     warnings: list[str] = []
+    skipped: list[str] = []
     images: list[LabelledImage] = []
+    files = usable_mask_files(files, warnings, skipped)
+    if skipped and not files:
+        raise FormatError(skipped[0])
     for k, f in enumerate(files):
         try:
             arr = read_binary_mask(f)
@@ -61,15 +71,25 @@ def import_class_masks(
             if len(files) == 1:
                 raise
             warnings.append(f"{exc}; skipped")
+            skipped.append(str(exc))
             continue
-        img, arr = pairing.image_for(f.stem, f, arr, warnings)
-        img.instances = instances_from_binary(arr, class_name)
+        img, arr = pairing.image_for(f.stem, f, arr, warnings)  # two candidate photos: refused
+        instances = instances_from_binary(arr, class_name)
+        crowded = too_many_instances(len(instances))
+        if crowded:
+            message = f"{f}: {crowded} (separate regions); skipped"
+            if len(files) == 1:
+                raise FormatError(message)
+            warnings.append(message)
+            skipped.append(f"{f}: {crowded}")
+            continue
+        img.instances = instances
         images.append(img)
         report(progress, k + 1, len(files))
     pairing.warn_unpaired(warnings)
     if not images:
         raise FormatError(f"{path}: none of its {len(files)} mask images could be read; see the warnings")
-    return ImportResult(images, {class_name: None}, warnings)
+    return ImportResult(images, {class_name: None}, warnings, images_skipped=skipped)
 
 
 def export_class_masks(

@@ -26,10 +26,13 @@ from annotation.formats.common import (
     LabelledImage,
     LabelledInstance,
     Progress,
+    check_finite_pixels,
     mask_image_files,
     open_image,
     output_path,
     report,
+    too_many_instances,
+    usable_mask_files,
     write_png,
 )
 from annotation.mask import Mask
@@ -41,14 +44,25 @@ def _pack(rgb: np.ndarray) -> np.ndarray:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """An (H, W, 3) uint8 array; transparent pixels of RGBA/LA images count as background."""
+    """An (H, W, 3) uint8 array; transparent pixels of RGBA/LA images count as background.
+
+    ``FormatError`` for a file over the pixel limit, damaged, or a float image with
+    NaN or infinite pixels (which no colour can stand for).
+    """
     with open_image(path) as im:
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            a = np.asarray(im.convert("RGBA"))
-            rgb = a[..., :3].copy()
-            rgb[a[..., 3] == 0] = 0
-            return rgb
-        return np.asarray(im.convert("RGB"))
+        try:
+            if im.mode in ("F", "I"):
+                check_finite_pixels(np.asarray(im), str(path))
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                a = np.asarray(im.convert("RGBA"))
+                rgb = a[..., :3].copy()
+                rgb[a[..., 3] == 0] = 0
+                return rgb
+            return np.asarray(im.convert("RGB"))
+        except FormatError:
+            raise
+        except (ValueError, OSError) as exc:  # a mode Pillow cannot convert
+            raise FormatError(f"{path}: an image of mode {im.mode} cannot be read as colours ({exc})") from None
 
 
 def split_color_mask(
@@ -114,31 +128,45 @@ def import_color_masks(
     files = mask_image_files(path, "colour-coded masks")
     pairing = ImagePairing(path, Path(image_root) if image_root is not None else None)
     warnings: list[str] = []
+    skipped: list[str] = []
     images: list[LabelledImage] = []
+    files = usable_mask_files(files, warnings, skipped)
+    if skipped and not files:
+        raise FormatError(skipped[0])
+
+    def skip(message: str) -> None:
+        if len(files) == 1:
+            raise FormatError(message)
+        warnings.append(f"{message}; skipped")
+        skipped.append(message)
+
     for k, f in enumerate(files):
         try:
             rgb = read_rgb(f)
         except FormatError as exc:
-            if len(files) == 1:
-                raise
-            warnings.append(f"{exc}; skipped")
+            skip(str(exc))
             continue
-        img, _ = pairing.image_for(f.stem, f, rgb[..., 0], [])
+        img, _ = pairing.image_for(f.stem, f, rgb[..., 0], [])  # two candidate photos: refused
         if img.size != rgb.shape[:2]:
             # colours cannot be resampled safely (they would blend): keep the mask's grid
-            warnings.append(
+            skip(
                 f"{f}: mask is {rgb.shape[1]}x{rgb.shape[0]} but its image {img.path} is "
-                f"{img.size[1]}x{img.size[0]}; skipped, resize the mask to the image"
+                f"{img.size[1]}x{img.size[0]}; resize the mask to the image"
             )
             continue
-        img.instances = split_color_mask(rgb, palette, str(f), warnings)
+        instances = split_color_mask(rgb, palette, str(f), warnings)
+        crowded = too_many_instances(len(instances))
+        if crowded:
+            skip(f"{f}: {crowded} (separate regions)")
+            continue
+        img.instances = instances
         images.append(img)
         report(progress, k + 1, len(files))
     pairing.warn_unpaired(warnings)
     if not images:
         raise FormatError(f"{path}: none of its {len(files)} mask images could be read; see the warnings")
     classes: dict[str, Optional[Color]] = {c.name: c.color for c in palette.classes}
-    return ImportResult(images, classes, warnings)
+    return ImportResult(images, classes, warnings, images_skipped=skipped)
 
 
 def export_color_masks(

@@ -9,7 +9,7 @@ resolution than their photo (OpenImages) are resized to it.
 """
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Optional, Sequence
 
 import numpy as np
@@ -19,15 +19,18 @@ from annotation.formats.common import (
     ImagePairing,
     ImportResult,
     LabelledImage,
-    fit_to_size,
     LabelledInstance,
     Progress,
+    check_class_name,
+    fit_to_size,
     mask_image_files,
     output_path,
     read_binary_mask,
     report,
+    usable_mask_files,
     write_png,
 )
+from annotation.formats.limits import MAX_INSTANCES_PER_IMAGE
 from annotation.mask import Mask
 from annotation.palette import Palette
 
@@ -59,31 +62,49 @@ def import_instance_masks(
     *,
     progress: Progress = None,
 ) -> ImportResult:
-    """Read a folder of per-instance binary masks; ``class_name`` names masks whose file name has none."""
+    """Read a folder of per-instance binary masks; ``class_name`` names masks whose file name has none.
+
+    A mask file that cannot be read (damaged, over the pixel limit, NaN in a float
+    TIFF) or whose name gives a class that cannot be a class name is skipped and
+    said; a class name given by the caller that cannot be one raises ``FormatError``.
+    """
+    if class_name:
+        check_class_name(class_name, "the class given for the masks")
     path = Path(path)
     files = mask_image_files(path, "per-instance masks")
     pairing = ImagePairing(path, Path(image_root) if image_root is not None else None)
     warnings: list[str] = []
+    skipped_files = 0
+    crowded: dict[str, int] = {}
     by_stem: dict[str, LabelledImage] = {}
+    bad_names: list[str] = []
+    files = usable_mask_files(files, warnings, bad_names)
+    if bad_names and not files:
+        raise FormatError(bad_names[0])
     classes: dict[str, None] = {}
     for k, f in enumerate(files):
-        image_stem, cls, crowd = parse_mask_name(f.stem, pairing.index)
+        image_stem, cls, crowd = parse_mask_name(f.stem, pairing.stems(f))
         cls = cls or class_name or DEFAULT_CLASS
         try:
+            check_class_name(cls, f"{f}: the class in its name")
             arr = read_binary_mask(f)
         except FormatError as exc:
             if len(files) == 1:
                 raise
             warnings.append(f"{exc}; skipped")
+            skipped_files += 1
             continue
         img = by_stem.get(image_stem)
         if img is None:
-            img, arr = pairing.image_for(image_stem, f, arr, warnings)
+            img, arr = pairing.image_for(image_stem, f, arr, warnings)  # two candidate photos: refused
             if img.file is None:  # name it after the image, not after this one mask
-                img.path = image_stem + f.suffix
+                img.path = PurePosixPath(img.path).with_name(image_stem + f.suffix).as_posix()
             by_stem[image_stem] = img
         elif arr.shape != img.size:
             arr = fit_to_size(arr, img.size, str(f), warnings)
+        if len(img.instances) >= MAX_INSTANCES_PER_IMAGE:
+            crowded[image_stem] = crowded.get(image_stem, 0) + 1
+            continue
         mask = Mask.from_full(arr)
         if mask.is_empty():
             warnings.append(f"{f}: the mask is empty; skipped")
@@ -91,8 +112,14 @@ def import_instance_masks(
         img.instances.append(LabelledInstance(cls, mask, iscrowd=crowd))
         classes[cls] = None
         report(progress, k + 1, len(files))
+    for stem, extra in crowded.items():
+        warnings.append(
+            f"{path}: image {stem} has {MAX_INSTANCES_PER_IMAGE + extra} mask files, over the limit of "
+            f"{MAX_INSTANCES_PER_IMAGE} instances per image; the last {extra} were skipped"
+        )
     pairing.warn_unpaired(warnings)
-    return ImportResult(list(by_stem.values()), dict(classes), warnings)
+    return ImportResult(list(by_stem.values()), dict(classes), warnings,
+                        labels_skipped=skipped_files + len(bad_names) + sum(crowded.values()))
 
 
 def _name_part(name: str) -> str:

@@ -7,7 +7,12 @@ each only when unambiguous. An image not in the project is added when its file
 exists under the project folder, else reported. A path read from an annotation
 never reaches outside the project: absolute paths and ``..`` that climb out are
 refused (such an image may still match a project image by name). The whole
-import is one transaction: it lands completely or not at all.
+import is one transaction: it lands completely or not at all; a file the importer
+refuses (``FormatError``) is refused before the transaction begins.
+
+``ImportReport.finished_with_problems`` says whether anything of the file did not
+make it in (images skipped or not found, damaged labels skipped): ``specula import``
+exits 1 then.
 """
 from __future__ import annotations
 
@@ -15,13 +20,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Sequence
 
-from annotation.document import ImageRecord, Instance, InstanceState
+from annotation.document import ImageRecord, ImageStatus, Instance, InstanceState
 from annotation.formats.class_masks import export_class_masks, import_class_masks
 from annotation.formats.coco import export_coco, import_coco
 from annotation.formats.color_masks import export_color_masks, import_color_masks
-from annotation.formats.common import FormatError, ImportResult, LabelledImage, LabelledInstance, Progress, safe_relative
+from annotation.formats.common import (
+    FormatError,
+    ImportResult,
+    LabelledImage,
+    LabelledInstance,
+    Progress,
+    is_file,
+    path_text_problem,
+    safe_relative,
+    shown_path,
+)
 from annotation.formats.cvat import export_cvat, import_cvat
-from annotation.formats.instance_masks import export_instance_masks, import_instance_masks
+from annotation.formats.instance_masks import (
+    export_instance_masks,
+    import_instance_masks,
+)
 from annotation.formats.labelme import export_labelme, import_labelme
 from annotation.palette import Palette
 from annotation.store import ProjectStore
@@ -31,7 +49,8 @@ Exporter = Callable[..., list]
 
 
 class FormatEntry(NamedTuple):
-    """``importer(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult``
+    """``importer(path, *, image_root=None, palette=None, class_name=None, progress=None,
+    project_root=None) -> ImportResult``
     and ``exporter(images, palette, out_path, *, polygons=False, progress=None) -> warnings``.
 
     Options a format has no use for are ignored by its adapter (``import_into_project``
@@ -42,7 +61,8 @@ class FormatEntry(NamedTuple):
     exporter: Exporter
 
 
-def _coco_in(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult:
+def _coco_in(path, *, image_root=None, palette=None, class_name=None, progress=None,
+             project_root=None) -> ImportResult:
     return import_coco(path, image_root, progress=progress)
 
 
@@ -50,15 +70,18 @@ def _coco_out(images, palette, out_path, *, polygons=False, progress=None) -> li
     return export_coco(images, palette, out_path, polygons=polygons, progress=progress)
 
 
-def _labelme_in(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult:
-    return import_labelme(path, image_root, progress=progress)
+def _labelme_in(path, *, image_root=None, palette=None, class_name=None, progress=None,
+                project_root=None) -> ImportResult:
+    return import_labelme(path, image_root, progress=progress,
+                          allowed_roots=[project_root] if project_root is not None else ())
 
 
 def _labelme_out(images, palette, out_path, *, polygons=False, progress=None) -> list:
     return export_labelme(images, palette, out_path, progress=progress)
 
 
-def _cvat_in(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult:
+def _cvat_in(path, *, image_root=None, palette=None, class_name=None, progress=None,
+             project_root=None) -> ImportResult:
     return import_cvat(path, image_root, progress=progress)
 
 
@@ -66,7 +89,8 @@ def _cvat_out(images, palette, out_path, *, polygons=False, progress=None) -> li
     return export_cvat(images, palette, out_path, progress=progress)
 
 
-def _color_in(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult:
+def _color_in(path, *, image_root=None, palette=None, class_name=None, progress=None,
+              project_root=None) -> ImportResult:
     return import_color_masks(path, palette, image_root, progress=progress)
 
 
@@ -74,7 +98,8 @@ def _color_out(images, palette, out_path, *, polygons=False, progress=None) -> l
     return export_color_masks(images, palette, out_path, progress=progress)
 
 
-def _instance_in(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult:
+def _instance_in(path, *, image_root=None, palette=None, class_name=None, progress=None,
+                 project_root=None) -> ImportResult:
     return import_instance_masks(path, image_root, class_name, progress=progress)
 
 
@@ -82,7 +107,8 @@ def _instance_out(images, palette, out_path, *, polygons=False, progress=None) -
     return export_instance_masks(images, palette, out_path, progress=progress)
 
 
-def _class_in(path, *, image_root=None, palette=None, class_name=None, progress=None) -> ImportResult:
+def _class_in(path, *, image_root=None, palette=None, class_name=None, progress=None,
+              project_root=None) -> ImportResult:
     if not class_name:
         raise FormatError("binary class masks carry no class name; give the class they hold (class_name)")
     return import_class_masks(path, class_name, image_root, progress=progress)
@@ -115,6 +141,21 @@ class ImportReport:
     duplicates_skipped: int = 0  # identical to an instance already in the project
     classes_added: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # images whose labels were not imported, each "<image>: why" (said in ``warnings`` too):
+    # skipped by the importer (damaged, over a limit) or by the matching (ambiguous name,
+    # another size, unreadable)
+    images_skipped: list[str] = field(default_factory=list)
+    labels_skipped: int = 0  # damaged annotations / shapes / mask files the importer skipped
+
+    @property
+    def problems(self) -> int:
+        """Images and labels of the file that did not make it into the project."""
+        return len(self.images_skipped) + len(self.images_not_found) + self.labels_skipped
+
+    @property
+    def finished_with_problems(self) -> bool:
+        """True when something of the file was not imported (``specula import`` exits 1)."""
+        return self.problems > 0
 
 
 @dataclass
@@ -157,18 +198,15 @@ class _Matcher:
         except (ValueError, OSError):
             return None
 
-    def match(self, li: LabelledImage, report: ImportReport) -> Optional[ImageRecord]:
+    def match(self, li: LabelledImage, report: ImportReport) -> ImageRecord | str | None:
+        """The project image of ``li``; a string says why it was refused; None: not in the project."""
         candidates: list[str] = []
         if li.file is not None:
             rel = self.inside(li.file)
             if rel is not None:
                 candidates.append(rel)
         rel_p = safe_relative(li.path)
-        if rel_p is None:
-            report.warnings.append(
-                f"image path '{li.path}' points outside the project folder; refused (matched by file name only)"
-            )
-        else:
+        if rel_p is not None:
             candidates.append(rel_p.as_posix())
         for rel in candidates:
             rec = self.store.image_by_path(rel)
@@ -176,29 +214,33 @@ class _Matcher:
                 return rec
         for rel in candidates:  # the very file, on disk in the project: better than a name match
             full = self.root / rel
-            if full.is_file() and self.inside(full) is not None:
+            if is_file(full) and self.inside(full) is not None:
                 return self._add(rel, full, li, report)
         name = Path(str(li.path).replace("\\", "/")).name
         for table, key in ((self.by_name, name), (self.by_stem, Path(name).stem)):
             hits = table.get(key, [])
             if len(hits) == 1:
+                if rel_p is None:
+                    report.warnings.append(f"image path '{li.path}' points outside the project folder; refused, "
+                                           f"matched by file name to {hits[0].path}")
                 return hits[0]
             if len(hits) > 1:
-                report.warnings.append(
-                    f"image '{li.path}' matches {len(hits)} project images by name ({hits[0].path}, ...); "
+                return (
+                    f"image '{li.path}' matches {len(hits)} project images by name "
+                    f"({', '.join(h.path for h in hits[:4])}{', ...' if len(hits) > 4 else ''}); "
                     f"not imported, give the path relative to the project"
                 )
-                return None
+        if rel_p is None:
+            return f"image path '{li.path}' points outside the project folder and matches no project image by name"
         return None
 
-    def _add(self, rel: str, full: Path, li: LabelledImage, report: ImportReport) -> Optional[ImageRecord]:
+    def _add(self, rel: str, full: Path, li: LabelledImage, report: ImportReport) -> ImageRecord | str:
         from annotation.images import ImageReadError, image_size
 
         try:
             h, w = image_size(full)
         except ImageReadError as exc:
-            report.warnings.append(f"{rel}: the image cannot be read ({exc}); its labels were not imported")
-            return None
+            return f"{rel}: the image cannot be read ({exc}); its labels were not imported"
         image_id = self.store.add_image(rel, h, w)
         rec = self.store.image(image_id)
         self._index(rec)
@@ -230,9 +272,12 @@ def import_into_project(
     if class_name and fmt not in _USES_CLASS_NAME:
         report.warnings.append(f"class_name '{class_name}' is ignored: {fmt} files name their own classes")
     result = entry.importer(
-        Path(path), image_root=image_root, palette=store.palette, class_name=class_name, progress=progress
+        Path(path), image_root=image_root, palette=store.palette, class_name=class_name, progress=progress,
+        project_root=Path(store.root),
     )
     report.warnings.extend(result.warnings)
+    report.images_skipped.extend(result.images_skipped)
+    report.labels_skipped += result.labels_skipped
     matcher = _Matcher(store)
     with store.transaction():
         for k, li in enumerate(result.images):
@@ -244,18 +289,29 @@ def import_into_project(
 
 def _import_image(store: ProjectStore, matcher: _Matcher, li: LabelledImage, result: ImportResult,
                   keep_states: bool, report: ImportReport) -> None:
+    problem = path_text_problem(li.path)
+    if problem and "UTF-8" in problem:  # an importer let a file's undecodable name through: SQLite cannot take it
+        why = f"image '{shown_path(Path(li.path))}': its name {problem}; its labels were not imported"
+        report.warnings.append(why)
+        report.images_skipped.append(why)
+        return
     rec = matcher.match(li, report)
+    if isinstance(rec, str):
+        report.warnings.append(rec)
+        report.images_skipped.append(rec)
+        return
     if rec is None:
-        if safe_relative(li.path) is not None:
-            report.images_not_found.append(li.path)
+        report.images_not_found.append(li.path)
         return
     if (rec.height, rec.width) != tuple(li.size):
-        report.warnings.append(
-            f"{rec.path}: the project image is {rec.width}x{rec.height} but the labels are for "
-            f"{li.size[1]}x{li.size[0]}; its labels were not imported"
-        )
+        why = (f"{rec.path}: the project image is {rec.width}x{rec.height} but the labels are for "
+               f"{li.size[1]}x{li.size[0]}; its labels were not imported")
+        report.warnings.append(why)
+        report.images_skipped.append(why)
         return
     report.images_matched += 1
+    if li.tags:
+        store.set_image_tags(rec.id, [*rec.tags, *li.tags])
     _store_instances(store, rec, li.instances, result, keep_states, report)
 
 
@@ -274,10 +330,14 @@ def _store_instances(store: ProjectStore, rec: ImageRecord, items: Sequence[Labe
             store.ensure_class(li.class_name, color)
             report.classes_added.append(li.class_name)
         state = InstanceState(li.state) if keep_states else InstanceState.ACCEPTED
-        new.append(Instance(rec.id, li.class_name, li.mask, state=state, origin=li.origin, score=li.score))
+        new.append(Instance(rec.id, li.class_name, li.mask, state=state, origin=li.origin, score=li.score,
+                            iscrowd=li.iscrowd, attributes=dict(li.attributes)))
     if new:
         store.add_instances(new)
         report.instances_added += len(new)
+        if any(i.state is InstanceState.ACCEPTED for i in new) and rec.status is not ImageStatus.DONE:
+            # imported labels are someone's finished work: the image is labelled
+            store.set_image_status(rec.id, ImageStatus.DONE)
 
 
 def export_project(
@@ -304,10 +364,12 @@ def export_project(
             report.warnings.append(f"{rec.path}: not exported, the image could not be read ({rec.error or 'no size'})")
             continue
         insts = [
-            LabelledInstance(i.class_name, i.mask, score=i.score, origin=i.origin, state=InstanceState(i.state).value)
+            LabelledInstance(i.class_name, i.mask, score=i.score, origin=i.origin, iscrowd=i.iscrowd,
+                             state=InstanceState(i.state).value, attributes=dict(i.attributes))
             for i in store.instances(rec.id, wanted)
         ]
-        images.append(LabelledImage(rec.path, (rec.height, rec.width), insts, Path(store.root) / rec.path))
+        images.append(LabelledImage(rec.path, (rec.height, rec.width), insts, Path(store.root) / rec.path,
+                                    tags=list(rec.tags)))
         report.instances += len(insts)
     report.images = len(images)
     palette: Palette = store.palette

@@ -7,6 +7,10 @@ active tool in image coordinates.
 Overlay items are created at most ``ADD_CHUNK`` per event-loop turn: a proposing run (or
 its undo) that adds 150 instances at once gets them on screen over a few turns instead of
 blocking one turn; the rest wait in ``_pending`` (``pending_items`` counts them).
+
+Brightness, contrast and gamma (``set_display``) change only what is shown, per image for
+the session; the overview map (``minimap``, objectName ``navigator``) shows where the
+view is while it does not show the whole photo.
 """
 from __future__ import annotations
 
@@ -14,9 +18,13 @@ from typing import Optional
 
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPen, QUndoCommand, QUndoStack
-from PySide6.QtWidgets import QFrame, QGraphicsEllipseItem, QGraphicsScene, QGraphicsView
+from PySide6.QtWidgets import QFrame, QGraphicsEllipseItem, QGraphicsScene, QGraphicsView, QLabel
 
+from annotation.palette import QUALITATIVE
+from desktop.canvas.display import NEUTRAL, DisplayAdjust
+from desktop.canvas.minimap import Minimap
 from desktop.canvas.overlay import InstanceItem
+from desktop.canvas.selection import SelectionItem
 from desktop.canvas.tiles import TiledImageItem
 from desktop.geometry.hit import instance_at
 from desktop.session import EditingSession
@@ -57,6 +65,7 @@ class CanvasView(QGraphicsView):
         self._turn.setInterval(0)
         self._turn.timeout.connect(self._next_turn)
         self.opacity = 0.45
+        self.color_by_instance = False
         self.brush_radius = 8.0
         self.tool: Optional[Tool] = None
         self._panning: Optional[QPoint] = None
@@ -68,16 +77,45 @@ class CanvasView(QGraphicsView):
         self._brush_cursor.setZValue(20)
         self._brush_cursor.setVisible(False)
         self.scene().addItem(self._brush_cursor)
+        self.selection_item = SelectionItem()
+        self.scene().addItem(self.selection_item)
+        # what stands instead of a photo that cannot be shown (missing, unreadable)
+        self.problem = QLabel(self.viewport(), objectName="canvas.problem")
+        self.problem.setWordWrap(True)
+        self.problem.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.problem.setStyleSheet("color: #ffd060; font-size: 15px; padding: 24px;")
+        self.problem.hide()
         session.instance_changed.connect(self._on_instance_changed)
         session.instance_added.connect(self._on_instance_added)
         session.instance_removed.connect(self._on_instance_removed)
         session.instances_reloaded.connect(self._rebuild_items)
         session.selection_changed.connect(self._restyle_all)
+        session.selection_changed.connect(self._show_selection)
         session.palette_changed.connect(self._restyle_all)
+        # display setting per image id, for the session: an image comes back as it was left
+        self._display: dict[Optional[int], DisplayAdjust] = {}
+        self.minimap = Minimap(self)
+        # every way the view moves: scroll (pan, centerOn), zoom, fit, a changed transform
+        for bar in (self.horizontalScrollBar(), self.verticalScrollBar()):
+            bar.valueChanged.connect(self.minimap.follow)
+            bar.rangeChanged.connect(self.minimap.follow)
+        self.zoom_changed.connect(self.minimap.follow)
 
     # ------------------------------------------------------------ content
+    def show_problem(self, text: str) -> None:
+        """Say in the middle of the canvas why there is no photo to show."""
+        self.problem.setText(text)
+        self.problem.setGeometry(self.viewport().rect())
+        self.problem.show()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.problem.setGeometry(self.viewport().rect())
+        self.minimap.follow()  # its corner and size follow the canvas
+
     def set_image(self, rgb) -> None:
         """Show an (H, W, 3) uint8 RGB array and the session's instances."""
+        self.problem.hide()
         if self.tool is not None:
             self.tool.cancel()
         for item in self.items_by_id.values():
@@ -88,19 +126,31 @@ class CanvasView(QGraphicsView):
         if self.image_item is not None:
             self.scene().removeItem(self.image_item)
             self.image_item = None
+        self.selection_item.set_selected([])
+        self.selection_item.set_hover(None, (0, 0, 0))
         if rgb is None:
+            self.minimap.set_source(None)
             return
         self.image_item = TiledImageItem(rgb)
         self.scene().addItem(self.image_item)
         h, w = rgb.shape[:2]
+        item = self.image_item
+        self.minimap.set_source(item.low if item.low is not None else item.rgb, (w, h))
+        self._apply_display()
         # room around the image so that any point can be zoomed about / centred
         self.setSceneRect(QRectF(-w, -h, 3 * w, 3 * h))
         self._rebuild_items()
         self.fit()
 
+    def _show_selection(self) -> None:
+        s = self.session
+        self.selection_item.set_selected(s.instances[i] for i in s.selection if i in s.instances)
+
     def _rebuild_items(self) -> None:
         """One item per instance of the session, afresh (a new image, or the session re-read
         the store after an action could not be saved)."""
+        self.selection_item.set_hover(None, (0, 0, 0))
+        self._show_selection()
         for item in self.items_by_id.values():
             self.scene().removeItem(item)
         self.items_by_id.clear()
@@ -112,11 +162,21 @@ class CanvasView(QGraphicsView):
         self._added_this_turn = 0  # one deliberate turn; later adds start afresh
 
     def _style_of(self, inst):
-        try:
-            rgb = self.session.palette.color_of(inst.class_name)
-        except KeyError:
-            rgb = (200, 200, 200)
+        if self.color_by_instance and inst.id is not None:
+            # neighbouring instances of one class must not run together: a qualitative
+            # palette by id (ids of one image are consecutive, so neighbours differ)
+            rgb = QUALITATIVE[inst.id % len(QUALITATIVE)]
+        else:
+            try:
+                rgb = self.session.palette.color_of(inst.class_name)
+            except KeyError:
+                rgb = (200, 200, 200)
         return rgb, self.opacity, inst.id in self.session.selection
+
+    def set_color_by_instance(self, on: bool) -> None:
+        """Colour the overlays by instance (True) or by class (False)."""
+        self.color_by_instance = bool(on)
+        self._restyle_all()
 
     @property
     def pending_items(self) -> int:
@@ -176,6 +236,7 @@ class CanvasView(QGraphicsView):
             return
         inst = self.session.instances[iid]
         item.inst = inst
+        self.selection_item.refresh(inst)
         if box is None:
             rgb, op, sel = self._style_of(inst)
             item.set_style(rgb, op, sel)
@@ -199,6 +260,39 @@ class CanvasView(QGraphicsView):
     def set_opacity(self, opacity: float) -> None:
         self.opacity = opacity
         self._restyle_all()
+
+    # ------------------------------------------------------------ display (view only)
+    def _image_key(self) -> Optional[int]:
+        return None if self.session.image is None else self.session.image.id
+
+    @property
+    def display(self) -> DisplayAdjust:
+        """Brightness, contrast and gamma of the open image's display."""
+        return self._display.get(self._image_key(), NEUTRAL)
+
+    def set_display(self, adjust: DisplayAdjust) -> None:
+        """Show the open image through ``adjust`` (remembered for it); the pixels that tools,
+        models and exports read are not changed."""
+        key = self._image_key()
+        if adjust.is_neutral:
+            self._display.pop(key, None)
+        else:
+            self._display[key] = adjust
+        self._apply_display()
+        self.message(adjust.describe())
+
+    def step_display(self, what: str, steps: int) -> None:
+        """``steps`` presses of "brightness", "contrast" or "gamma" (negative: down)."""
+        self.set_display(self.display.stepped(what, steps))
+
+    def reset_display(self) -> None:
+        self.set_display(NEUTRAL)
+
+    def _apply_display(self) -> None:
+        lut = self.display.lut()
+        if self.image_item is not None:
+            self.image_item.set_lut(lut)
+        self.minimap.set_lut(lut)
 
     # ------------------------------------------------------------ tools
     def set_tool(self, tool: Tool) -> None:
@@ -308,7 +402,11 @@ class CanvasView(QGraphicsView):
             self.verticalScrollBar().setValue(self.verticalScrollBar().value() - d.y())
             return
         if self.tool is not None and self.image_item is not None:
-            self.tool.move(self.mapToScene(p), event.modifiers())
+            pos = self.mapToScene(p)
+            self.tool.move(pos, event.modifiers())
+            if not self.tool.busy:  # highlight what a click would select
+                inst = self.instance_at(pos)
+                self.selection_item.set_hover(inst, self._style_of(inst)[0] if inst is not None else (0, 0, 0))
 
     def mouseReleaseEvent(self, event) -> None:
         if self._panning is not None:

@@ -12,7 +12,7 @@ from desktop.panels.palette import swatch
 class InstancesPanel(QListWidget):
     def __init__(self, session, parent=None):
         super().__init__(parent)
-        self.setObjectName("instances")
+        self.setObjectName("instances.list")
         self.session = session
         self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self._syncing = False

@@ -58,7 +58,7 @@ class PalettePanel(QWidget):
         self.classes.blockSignals(True)
         self.classes.clear()
         for c in p.classes:
-            it = QListWidgetItem(swatch(c.color), f"{c.key or ' '}  {c.name}")
+            it = QListWidgetItem(swatch(c.color), f"{p.key_of(c.name) or ' '}  {c.name}")
             it.setData(Qt.ItemDataRole.UserRole, c.name)
             it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             it.setCheckState(Qt.CheckState.Unchecked if c.name in self.session.hidden_classes else Qt.CheckState.Checked)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-from annotation.document import Instance, InstanceState
+from annotation.document import ImageStatus, Instance, InstanceState
 from desktop.commands import StoreCommand
 from desktop.session import EditingSession
 from inference.propose import store_proposals
@@ -29,10 +29,13 @@ class DecisionCommand(StoreCommand):
         self.old = {iid: session.instances[iid].state for iid, *_ in self.decisions}
         self.meta = {iid: (session.instances[iid].class_name, session.instances[iid].origin)
                      for iid, *_ in self.decisions}
+        self.old_status = session.image.status if session.image is not None else None
 
     def apply(self, first: bool) -> None:
         s = self.session
         s.set_states([d[0] for d in self.decisions], self.state)
+        if not s.proposals():  # the last waiting proposal decided: nothing left to review
+            s.set_status(ImageStatus.DONE)
         for iid, action, started, details in self.decisions:
             cls, origin = self.meta[iid]
             if first:
@@ -47,6 +50,8 @@ class DecisionCommand(StoreCommand):
             by_state.setdefault(old, []).append(iid)
         for state, ids in by_state.items():
             s.set_states(ids, state)
+        if self.old_status is not None:
+            s.set_status(self.old_status)
         for iid, action, _started, _details in reversed(self.decisions):
             s.log("undo", instance_id=iid, class_name=self.meta[iid][0], of=action)
 

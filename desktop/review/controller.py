@@ -9,7 +9,7 @@ duration (first selection to acceptance) and the number of edits.
 from __future__ import annotations
 
 import time
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from PySide6.QtCore import QObject, Signal
 
@@ -27,6 +27,8 @@ class ReviewController(QObject):
         self.first_seen: dict[int, float] = {}
         self.first_selected: dict[int, float] = {}
         self.edits: dict[int, int] = {}  # instance id -> mask edits while proposed
+        # called when N finds nothing left here: opens the next image with proposals, True if any
+        self.on_exhausted: Optional[Callable[[], bool]] = None
         session.image_changed.connect(self._reset)
         session.instances_reloaded.connect(self._reset)
         session.instance_added.connect(self._added)
@@ -86,7 +88,9 @@ class ReviewController(QObject):
         """Select the proposal after the current one (best score first), wrapping around."""
         q = self.queue()
         if not q:
-            self.canvas.message("No proposals left on this image")
+            if self.on_exhausted is not None and self.on_exhausted():
+                return  # the next image with proposals is opening
+            self.canvas.message("No proposals left on this image, nor on any other")
             return
         cur = self.current
         ids = [i.id for i in q]

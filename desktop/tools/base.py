@@ -12,7 +12,6 @@ if TYPE_CHECKING:
 
 class Tool:
     name = "tool"
-    shortcut = ""
     label = "Tool"
     cursor = Qt.CursorShape.ArrowCursor
     edits = True  # False for tools that only look (refused nothing in a read-only project)

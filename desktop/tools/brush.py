@@ -25,7 +25,6 @@ from desktop.tools.base import Tool
 
 class BrushTool(Tool):
     name = "brush"
-    shortcut = "B"
     label = "Brush"
     mode = "add"  # "add", "erase" or "auto"
     cursor = Qt.CursorShape.BlankCursor
@@ -174,13 +173,11 @@ class BrushTool(Tool):
 
 class EraserTool(BrushTool):
     name = "eraser"
-    shortcut = "E"
     label = "Eraser"
     mode = "erase"
 
 
 class SmartBrushTool(BrushTool):
     name = "smartbrush"
-    shortcut = "Shift+B"
     label = "Smart brush (adds inside, cuts outside)"
     mode = "auto"

@@ -1,5 +1,7 @@
 """Polygon (W): click vertices (straight segments); close by clicking the first vertex
-or Enter; Backspace removes the last vertex; Esc cancels. The closed polygon is
+or Enter; Backspace removes the last vertex; Esc cancels; drag a placed vertex to move
+it before closing (000's straight-line convention: corners placed, then adjusted). The
+closed polygon is
 rasterised with annotation's ``rasterize_polygon`` into a new instance of the current
 class, or with Shift added to / with Ctrl cut from the selected instance."""
 from __future__ import annotations
@@ -23,7 +25,6 @@ CLOSE_PX = 8  # screen pixels around the first vertex that close the polygon
 
 class PolygonTool(Tool):
     name = "polygon"
-    shortcut = "W"
     label = "Polygon"
     cursor = Qt.CursorShape.CrossCursor
 
@@ -33,10 +34,21 @@ class PolygonTool(Tool):
         self.hover: tuple[float, float] | None = None
         self.started = 0.0
         self._item: QGraphicsPathItem | None = None
+        self._dragging: int | None = None  # index of the vertex being moved
 
     @property
     def busy(self) -> bool:
         return bool(self.points)
+
+    def _vertex_at(self, p: tuple[float, float]) -> int | None:
+        """The placed vertex within reach of ``p`` (screen pixels), the nearest; None if none."""
+        reach = self.screen_px(CLOSE_PX)
+        best = None
+        for i, (x, y) in enumerate(self.points):
+            d = math.hypot(p[0] - x, p[1] - y)
+            if d <= reach and (best is None or d < best[0]):
+                best = (d, i)
+        return None if best is None else best[1]
 
     def _preview(self) -> None:
         if self._item is None:
@@ -51,13 +63,17 @@ class PolygonTool(Tool):
             path.moveTo(*self.points[0])
             for p in self.points[1:]:
                 path.lineTo(*p)
-            if self.hover is not None:
+            if self.hover is not None and self._dragging is None:
                 path.lineTo(*self.hover)
+            r = self.screen_px(3)  # a handle on each vertex: they can be dragged
+            for x, y in self.points:
+                path.addRect(x - r, y - r, 2 * r, 2 * r)
         self._item.setPath(path)
 
     def cancel(self) -> None:
         self.points = []
         self.hover = None
+        self._dragging = None
         if self._item is not None:
             self.canvas.scene().removeItem(self._item)
             self._item = None
@@ -71,6 +87,10 @@ class PolygonTool(Tool):
             if math.hypot(p[0] - fx, p[1] - fy) <= self.screen_px(CLOSE_PX):
                 self.close(mods)
                 return True
+        hit = self._vertex_at(p)
+        if hit is not None:  # on a placed vertex: move it (a click there adds nothing)
+            self._dragging = hit
+            return True
         if not self.points:
             self.started = time.time()
         self.points.append(p)
@@ -78,9 +98,15 @@ class PolygonTool(Tool):
         return True
 
     def move(self, pos: QPointF, mods) -> None:
-        if self.points:
+        if self._dragging is not None:
+            self.points[self._dragging] = (pos.x(), pos.y())
+            self._preview()
+        elif self.points:
             self.hover = (pos.x(), pos.y())
             self._preview()
+
+    def release(self, pos: QPointF, button, mods) -> None:
+        self._dragging = None
 
     def double_click(self, pos, mods) -> bool:
         return bool(self.points) or super().double_click(pos, mods)

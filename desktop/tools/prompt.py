@@ -22,7 +22,6 @@ DRAG_PX = 5  # screen pixels a press must move to become a box
 
 class PromptTool(Tool):
     name = "prompt"
-    shortcut = "P"
     label = "Prompt (click / box, Enter to keep)"
     cursor = Qt.CursorShape.CrossCursor
 

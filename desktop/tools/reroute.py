@@ -20,7 +20,6 @@ NEAR_PX = 8  # screen pixels: how close to the boundary a trace must start and e
 
 class RerouteTool(Tool):
     name = "reroute"
-    shortcut = "T"
     label = "Boundary reroute"
     cursor = Qt.CursorShape.CrossCursor
 

@@ -9,7 +9,6 @@ from desktop.tools.base import Tool
 
 class SelectTool(Tool):
     name = "select"
-    shortcut = "V"
     label = "Select"
     edits = False
 

@@ -29,7 +29,6 @@ class WeakClickCommand(StoreCommand):
 
 class WeakClickTool(Tool):
     name = "weak_click"
-    shortcut = "K"
     label = "Weak click (left: defect patch, right: clean)"
     cursor = Qt.CursorShape.PointingHandCursor
 

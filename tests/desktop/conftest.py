@@ -4,14 +4,10 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("SPECULA_DATA", REPO / ".." / "shared" / "data")).resolve()
-GDD = DATA / "glass-gdd"
-IMAGES = ["1000.jpg", "1003.jpg"]
+from desktop_helpers import DATA, GDD, IMAGES, REPO  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)

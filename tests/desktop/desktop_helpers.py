@@ -1,8 +1,18 @@
 """Drive the canvas with real mouse and key events, in image coordinates."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from PySide6.QtCore import QPoint, QPointF, Qt
 from pytestqt.qtbot import QtBot
+
+# where the desktop tests find their data (imported by name: "conftest" is ambiguous
+# between tests/ and tests/desktop/ once both are loaded)
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("SPECULA_DATA", REPO / ".." / "shared" / "data")).resolve()
+GDD = DATA / "glass-gdd"
+IMAGES = ["1000.jpg", "1003.jpg"]
 
 
 def view_pos(canvas, x: float, y: float) -> QPoint:

@@ -130,3 +130,21 @@ def test_screenshot_script(tmp_path, project):
     assert a.std() > 20  # not a blank window
     # the glass overlay (red) is visible somewhere
     assert ((a[..., 0] > 150) & (a[..., 1] < 100) & (a[..., 2] < 100)).sum() > 500
+
+
+def test_screenshots_script_makes_the_laptop_and_desktop_sets(tmp_path):
+    """scripts/screenshots.py: start page, editor with a selection, review, training curves
+    and help, at 1280 x 720 and 1920 x 1080 (the README shows two of them)."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "screenshots.py"), str(tmp_path)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    from PIL import Image
+
+    for size in ("1280x720", "1920x1080"):
+        w, h = map(int, size.split("x"))
+        for shot in ("start", "editor", "review", "training", "help"):
+            im = Image.open(tmp_path / f"{size}-{shot}.png")
+            assert im.size == (w, h), (shot, im.size)  # the window fits the screen it is made for
+        a = np.asarray(Image.open(tmp_path / f"{size}-editor.png").convert("RGB"))
+        assert a.std() > 20

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from app_crash_driver import project_digest
-from conftest import GDD
+from desktop_helpers import GDD
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -1,4 +1,5 @@
 """End to end: the real main window driven with mouse and key events on a real project."""
+import pytest
 from PySide6.QtCore import Qt
 
 from annotation.mask import rasterize_polygon
@@ -243,3 +244,21 @@ def test_canvas_creates_many_new_items_over_several_turns(qtbot, window):
         s.remove_instance(late)  # gone before its turn: never drawn
     qtbot.waitUntil(lambda: c.pending_items == 0, timeout=5000)
     assert set(c.items_by_id) == set(s.instances) and late not in c.items_by_id
+
+
+def test_polygon_vertex_can_be_dragged_before_closing(qtbot, window):
+    """000's convention: corners placed along straight lines, then adjusted; a placed
+    vertex dragged before the polygon closes moves, and the closed polygon uses it."""
+    from desktop_helpers import click, drag
+
+    c = window.canvas
+    window.actions_by_name["tool.polygon"].trigger()
+    for p in [(500, 400), (700, 400), (700, 600), (500, 600)]:
+        click(qtbot, c, *p)
+    drag(qtbot, c, [(700, 600), (740, 620), (760, 640)])  # the third corner, pulled out
+    assert window.canvas.tool.points[2] == pytest.approx((760, 640), abs=1)
+    assert len(window.canvas.tool.points) == 4  # dragging added no vertex
+    click(qtbot, c, 500, 400)  # close on the first vertex
+    inst = next(iter(window.session.instances.values()))
+    assert inst.mask.read_box((740, 610, 745, 615)).all()  # inside the moved corner's triangle
+    assert inst.mask.bbox[2] >= 759 and inst.mask.bbox[3] >= 639

@@ -18,7 +18,7 @@ from PySide6.QtCore import Qt
 
 from annotation.document import ImageStatus, Instance, InstanceState
 from annotation.mask import rasterize_polygon
-from conftest import GDD, IMAGES, REPO
+from desktop_helpers import GDD, IMAGES, REPO
 from desktop_helpers import click, drag, fresh_instances
 
 
@@ -183,7 +183,8 @@ def test_close_right_after_an_edit_prints_no_traceback(tmp_path):
 def test_an_action_that_cannot_be_saved_leaves_nothing_half_done(qtbot, window, monkeypatch):
     """The mask change and its log row are one transaction: when the log row cannot be
     written, the mask change is not in the store either, the screen shows what the store
-    holds, the command never enters the history, and the user is told."""
+    holds, the user is told, and the action waits as the next Redo: once the cause is
+    gone, Redo saves it."""
     from annotation.store import StoreError
     from desktop.commands import AddInstanceCommand
 
@@ -201,18 +202,26 @@ def test_an_action_that_cannot_be_saved_leaves_nothing_half_done(qtbot, window, 
     window.actions_by_name["tool.brush"].trigger()
     window.canvas.set_brush_radius(10)
     drag(qtbot, window.canvas, [(150, 150), (260, 150)])
-    monkeypatch.setattr(store, "log", real_log)
-    assert window.undo_stack.count() == 1  # the polygon only
     assert s.instances[iid].mask == before  # memory re-read from the store
     assert fresh_instances(window.store.root, s.image.path)[0].mask == before
     assert len(store.interactions()) == n_log
     box = window.editor.last_failure
     qtbot.waitUntil(box.isVisible)
-    assert "not saved" in box.text() and "disk full" in box.text()
+    assert "not saved" in box.text() and "disk full" in box.text() and "Redo" in box.text()
     box.close()
-    # the next action works as usual
-    drag(qtbot, window.canvas, [(150, 150), (260, 150)])
-    assert window.undo_stack.count() == 2 and s.instances[iid].mask != before
+    stack = window.undo_stack
+    qtbot.waitUntil(lambda: stack.index() == 1)  # the polygon done, the stroke waiting as the next Redo
+    assert stack.count() == 2 and stack.canRedo() and "brush" in stack.redoText()
+    stack.redo()  # still failing: still waiting, nothing saved
+    qtbot.waitUntil(lambda: stack.index() == 1)
+    assert s.instances[iid].mask == before and len(store.interactions()) == n_log
+    monkeypatch.setattr(store, "log", real_log)  # the disk has room again
+    stack.redo()
+    assert stack.index() == 2 and s.instances[iid].mask != before
+    assert fresh_instances(window.store.root, s.image.path)[0].mask == s.instances[iid].mask
+    assert [r.action for r in store.interactions()][-1] == "brush"
+    stack.undo()
+    assert s.instances[iid].mask == before
 
 
 def test_large_folder_is_scanned_in_the_background(qtbot, tmp_path):
@@ -281,3 +290,107 @@ def test_keys_work_after_reopening(qtbot, window, project):
     window.canvas.setFocus()
     qtbot.keyClick(window.canvas, Qt.Key.Key_D)
     qtbot.waitUntil(lambda: window.session.image.path == IMAGES[1], timeout=10000)
+
+
+def test_a_second_window_on_the_same_project_only_looks(qtbot, project):
+    """Two editors of one project would overwrite each other's work: the second one opens
+    it read-only and says who has it; once the first closes, it opens for editing again."""
+    from annotation.store import ProjectInUse, ProjectStore
+    from desktop.main_window import MainWindow
+
+    first = MainWindow(str(project))
+    qtbot.addWidget(first)
+    assert first.ctx.read_only is None
+    second = MainWindow(str(project))
+    qtbot.addWidget(second)
+    reason = second.ctx.read_only
+    assert reason and "another Specula window" in reason and f"process {os.getpid()}" in reason
+    assert second.editor.banner.isVisibleTo(second) and "read-only" in second.editor.banner.text()
+    assert not second.actions_by_name["tool.brush"].isEnabled()
+    # a command that writes is told the same, and exits cleanly
+    with pytest.raises(ProjectInUse, match="another Specula window"):
+        ProjectStore.open(project, writer="specula import")
+    second.close()
+    first.close()
+    third = MainWindow(str(project))
+    qtbot.addWidget(third)
+    assert third.ctx.read_only is None and third.actions_by_name["tool.brush"].isEnabled()
+    third.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 16 MB file system (tmpfs), so that the disk can really be full."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()}); the disk-full test needs root")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_loses_nothing_and_the_stroke_waits_for_redo(qtbot, small_disk):
+    """On a really full disk a brush stroke is not saved: one clear message, the project as
+    it was, and the stroke waits as the next Redo; once space is freed, Redo saves it."""
+    from desktop.main_window import MainWindow
+
+    if not (GDD / "image" / IMAGES[0]).exists():
+        pytest.skip(f"GDD images not found under {GDD}")
+    proj = small_disk / "p"
+    proj.mkdir()
+    shutil.copy(GDD / "image" / IMAGES[0], proj / IMAGES[0])
+    win = MainWindow(str(proj))
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.image_ready and not win.editor.scan.busy, timeout=20000)
+    s = win.session
+    from desktop.commands import AddInstanceCommand
+
+    win.canvas.push(AddInstanceCommand(s, _square(s, 300, 300, 200), "draw_polygon"))
+    iid = s.selection[0]
+    before = s.instances[iid].mask.copy()
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as f:  # fill the disk to the last block (unbuffered)
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+        try:
+            while True:
+                f.write(b"\0" * 512)
+                f.flush()
+        except OSError:
+            pass
+    c = win.canvas
+    c.resetTransform()
+    c.centerOn(400, 400)
+    win.actions_by_name["tool.brush"].trigger()
+    c.set_brush_radius(40)
+    # a long stroke over fresh pixels: its pages cannot be written
+    drag(qtbot, c, [(310, 310), (700, 320), (700, 700), (310, 700), (320, 320)])
+    box = win.editor.last_failure
+    qtbot.waitUntil(box.isVisible)
+    assert "not saved" in box.text() and "disk is full" in box.text() and "Redo" in box.text()
+    box.close()
+    assert s.instances[iid].mask == before
+    stack = win.undo_stack
+    qtbot.waitUntil(lambda: stack.canRedo())
+    filler.unlink()
+    stack.redo()
+    assert s.instances[iid].mask != before
+    assert fresh_instances(proj, IMAGES[0])[0].mask == s.instances[iid].mask
+    win.close()
+
+
+def test_a_missing_image_says_so_on_the_canvas(qtbot, window, project):
+    (project / IMAGES[1]).unlink()  # gone after the project was made
+    window.actions_by_name["image.next"].trigger()
+    problem = window.canvas.problem
+    qtbot.waitUntil(problem.isVisible, timeout=10000)
+    assert IMAGES[1] in problem.text() and "labels are kept" in problem.text()
+    window.actions_by_name["image.previous"].trigger()
+    qtbot.waitUntil(lambda: window.image_ready, timeout=10000)
+    assert not problem.isVisible()

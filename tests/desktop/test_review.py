@@ -208,3 +208,23 @@ def test_propose_undo_redo_keeps_ids_and_stale_runs_leave_nothing(qtbot, awindow
     assert len(dropped) == 1 and all(i.id is None for i in dropped[0][0].instances)
     assert stored_ids() == ids2 == shown_ids()
     assert len(win.store.interactions(actions=["propose"])) == n_logged
+
+
+def test_n_with_nothing_left_goes_on_to_the_next_image_with_proposals(qtbot, awindow):
+    win = awindow
+    qtbot.waitUntil(lambda: win.current_rgb is not None, timeout=20000)
+    win.actions_by_name["action.propose_project"].trigger()
+    qtbot.waitUntil(lambda: not win.assist.proposer.busy, timeout=60000)
+    first = win.session.image.id
+    assert win.session.proposals()
+    win.assist.review.reject_rest()  # nothing left to review here: the image is done
+    assert win.store.image(first).status.value == "done"
+    key(qtbot, win, Qt.Key.Key_N)
+    qtbot.waitUntil(lambda: win.session.image.id != first, timeout=10000)
+    assert win.session.proposals()  # the image it went to has some
+    win.undo_stack.clear()
+    win.open_image(first)
+    assert win.store.image(first).status.value == "done"
+    # Ctrl+F brings the search box forward
+    win.actions_by_name["image.find"].trigger()
+    assert win.editor.images_box.filters.search.hasFocus() or win.editor.images_box.filters.search.isVisible()

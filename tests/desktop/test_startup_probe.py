@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO
+from desktop_helpers import REPO
 
 
 def test_startup_probe_prints_and_exits(tmp_path, project):

@@ -74,3 +74,104 @@ def test_train_command_runs_our_own_program():
     assert cmd[0] == sys.executable and cmd[-7:] == ["train", "/p", "--task", "cam", "--epochs", "3", "--json"]
     assert parse_line('{"event": "epoch", "epoch": 1}') == {"event": "epoch", "epoch": 1}
     assert parse_line("loading…") is None and parse_line("{bad") is None
+
+
+def _labelled_project(tmp_path, n_labels: int):
+    """A project with two GDD photos and ``n_labels`` accepted instances, imported before opening."""
+    import shutil
+
+    import numpy as np
+
+    from annotation.document import Instance
+    from annotation.mask import Mask
+    from annotation.store import ProjectStore
+    from desktop_helpers import GDD, IMAGES
+
+    if not (GDD / "image" / IMAGES[0]).exists():
+        pytest.skip(f"GDD images not found under {GDD}")
+    proj = tmp_path / "labelled"
+    proj.mkdir()
+    for n in IMAGES:
+        shutil.copy(GDD / "image" / n, proj / n)
+    with ProjectStore.open(proj) as store:
+        recs = store.images()
+        insts = []
+        for k in range(n_labels):
+            rec = recs[k % len(recs)]
+            insts.append(Instance(rec.id, "glass", Mask.from_box_array(10 * (k % 50), 10 * (k // 50), np.ones((8, 8), bool),
+                                                                     rec.size)))
+        store.add_instances(insts)
+        store.set_meta("training.auto", "1")  # even with "retrain automatically" on
+    return proj
+
+
+def test_opening_a_project_with_many_new_labels_offers_training_and_starts_nothing(qtbot, tmp_path):
+    from desktop.main_window import MainWindow
+
+    proj = _labelled_project(tmp_path, 70)
+    win = MainWindow(str(proj))
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.image_ready, timeout=20000)
+    qtbot.wait(800)  # the old code started training 0.6 s after opening
+    tp = win.assist.training_panel
+    assert tp.auto.isChecked() and not tp.running
+    assert not (proj / ".specula" / "training").exists()  # no run folder: nothing was started
+    assert tp.offer.isVisible() and "70 new labels" in tp.offer.text()
+    assert "70 new accepted labels" in tp.new_labels.text()
+    win.close()
+
+
+FAKE_RUN = ("import json, sys, time\n"
+            "print(json.dumps({'event': 'data', 'train_images': 2, 'val_images': 1}), flush=True)\n"
+            "time.sleep({sleep})\n"
+            "print(json.dumps({'event': 'published', 'name': 'kept-model', 'version': '7'}), flush=True)\n")
+
+
+def test_closing_with_training_running_asks_and_a_kept_run_still_publishes(qtbot, tmp_path, monkeypatch):
+    from desktop.main_window import MainWindow
+    from desktop.training_process import TrainingProcess, runs_dir_of
+
+    proj = _labelled_project(tmp_path, 3)
+    win = MainWindow(str(proj))
+    qtbot.addWidget(win)
+    tp = win.assist.training_panel
+    tp.proc.start([sys.executable, "-c", FAKE_RUN.replace("{sleep}", "3")])
+    qtbot.waitUntil(lambda: "Training on" in tp.status.text(), timeout=20000)
+    asked = []
+    monkeypatch.setattr(MainWindow, "ask_about_training", lambda self: asked.append(1) or "cancel")
+    win.close()
+    assert asked and win.ctx is not None and tp.running  # cancel: the project stays open
+    monkeypatch.setattr(MainWindow, "ask_about_training", lambda self: "keep")
+    win.close()
+    assert win.ctx is None
+    run = TrainingProcess.find_running(runs_dir_of(proj))
+    assert run is not None  # it goes on without the window
+    # opening the project again shows the run, which finishes and publishes
+    win2 = MainWindow(str(proj))
+    qtbot.addWidget(win2)
+    tp2 = win2.assist.training_panel
+    assert tp2.running and "still running" in tp2.status.text()
+    qtbot.waitUntil(lambda: not tp2.running, timeout=30000)
+    assert tp2.last_published == ("kept-model", "7") and "Training finished" in tp2.status.text()
+    win2.close()
+
+
+def test_closing_with_training_running_can_stop_it(qtbot, tmp_path, monkeypatch):
+    from desktop.main_window import MainWindow
+    from desktop.training_process import TrainingProcess, runs_dir_of
+
+    proj = _labelled_project(tmp_path, 3)
+    win = MainWindow(str(proj))
+    qtbot.addWidget(win)
+    tp = win.assist.training_panel
+    tp.proc.start([sys.executable, "-c", FAKE_RUN.replace("{sleep}", "60")])
+    pid = tp.proc.pid
+    qtbot.waitUntil(lambda: "Training on" in tp.status.text(), timeout=20000)
+    monkeypatch.setattr(MainWindow, "ask_about_training", lambda self: "stop")
+    win.close()
+    assert win.ctx is None and TrainingProcess.find_running(runs_dir_of(proj)) is None
+    import os
+
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

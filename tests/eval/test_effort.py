@@ -1,4 +1,6 @@
-"""The simulated annotator: real edits, honest IoU, costs from the table, the loop."""
+"""The simulated annotator: real edits, honest IoU, costs from the table, the loop, and the
+fairness rules of issue 12 (one stopping rule, no hindsight, charged bulk rejects, cheapest
+manual polygons), each shown on a constructed case where the old rule changes the verdict."""
 from __future__ import annotations
 
 import re
@@ -12,6 +14,7 @@ from annotation.effort import (
     CostTable,
     DegradedTruthSource,
     EffortImage,
+    ImageLabelling,
     ProposalMask,
     SimulatedAnnotator,
     load_dataset,
@@ -19,6 +22,8 @@ from annotation.effort import (
     run_loop,
     saving_group,
 )
+from annotation.effort.costs import polygon_cost
+from annotation.effort.geometry import outline_polygons
 from annotation.effort.report import plot_loop
 from annotation.mask import Mask, rasterize_polygon
 from annotation.reroute import reroute
@@ -194,3 +199,184 @@ def test_the_loop_retrains_between_rounds(annotator: SimulatedAnnotator, tmp_pat
     png = plot_loop(loop, tmp_path / "loop.png")
     img = cv2.imread(str(png))
     assert img is not None and img.shape[2] == 3
+
+
+# ------------------------------------------------------------------ issue 12: a fair benchmark
+def _square(x0: int = 40, y0: int = 30, side: int = 60) -> Mask:
+    full = np.zeros(SIZE, bool)
+    full[y0 : y0 + side, x0 : x0 + side] = True
+    return Mask.from_full(full)
+
+
+def _verdict(manual_seconds: float, assisted_seconds: float) -> str:
+    return "assisted saves time" if assisted_seconds < manual_seconds else "assisted costs time"
+
+
+def test_the_manual_polygon_is_the_cheapest_that_reaches_the_target(annotator: SimulatedAnnotator) -> None:
+    truth = rasterize_polygon([(20, 20), (120, 22), (125, 100), (30, 95)], SIZE)
+    out = annotator.draw(truth, "x")
+    polygons = [a for a in out.actions if a.kind == "polygon"]
+    assert len(polygons) == 1 and polygons[0].vertices == 4  # a quadrilateral: four clicks
+    assert out.iou >= 0.9 and out.iou == pytest.approx(_np_iou(out.mask, truth))
+    # a stricter target needs more vertices on a curved outline, never fewer
+    disc = Mask.empty(SIZE)
+    disc.paint_disk(80, 60, 40)
+    loose = SimulatedAnnotator(annotator.costs, AnnotatorParams(target_iou=0.9)).cheapest_polygon(disc)
+    strict = SimulatedAnnotator(annotator.costs, AnnotatorParams(target_iou=0.99)).cheapest_polygon(disc)
+    assert loose[0].iou(disc) >= 0.9 and strict[0].iou(disc) >= 0.99
+    assert loose[1] < strict[1]
+
+
+def test_bias_perfect_manual_polygons_would_change_the_verdict(annotator: SimulatedAnnotator) -> None:
+    """A square pane with small teeth: the old manual side traced every tooth."""
+    full = _square().to_full()
+    for k in range(0, 60, 6):  # 3-px teeth all round: a person does not click each of them
+        full[27:30, 40 + k : 43 + k] = full[90:93, 40 + k : 43 + k] = True
+        full[30 + k : 33 + k, 37:40] = full[30 + k : 33 + k, 100:103] = True
+    truth = Mask.from_full(full)
+    proposal = truth.subtract(rasterize_polygon([(85, 0), (160, 0), (160, 120), (85, 120)], SIZE))
+    manual = annotator.draw(truth, "x")
+    assisted = annotator.label_assisted([("x", truth)], [ProposalMask(proposal, "x")]).instances[0]
+    assert manual.iou >= 0.9 and assisted.iou >= 0.9 and assisted.mode == "corrected"
+    c = annotator.costs
+    # the old manual baseline: the outline traced at 1.5 px, a vertex at every tooth corner
+    old_vertices = sum(len(r) for r in outline_polygons(truth.cropped().array, 1.5))
+    old_manual = c.decide + c.set_class + polygon_cost(c, old_vertices)
+    assert old_vertices > 40 and [a.vertices for a in manual.actions if a.kind == "polygon"] == [4]
+    assert _verdict(old_manual, assisted.seconds) == "assisted saves time"
+    assert _verdict(manual.seconds, assisted.seconds) == "assisted costs time"
+
+
+def test_bias_different_stopping_rules_would_change_the_verdict(annotator: SimulatedAnnotator) -> None:
+    """Neither side can reach the target: the old assisted side kept its cheapest unfinished
+    mask, the manual side its most accurate; now both keep the most accurate."""
+    full = _square(42, 30).to_full()
+    yy, xx = np.mgrid[: SIZE[0], : SIZE[1]]
+    full[(yy % 3 == 1) & (xx % 3 == 1)] = False  # single-pixel holes no tool fixes: IoU stays < 0.9
+    truth = Mask.from_full(full)
+    proposal = Mask.from_full(full & ~((yy % 2 == 1) & (xx % 2 == 1)))  # more single-pixel holes
+    assert 0.5 <= proposal.iou(truth) < 0.9
+    manual = annotator.draw(truth, "x")
+    assert manual.iou < 0.9  # the polygon fills the holes; nothing more helps
+    assert [a.vertices for a in manual.actions if a.kind == "polygon"] == [4]
+    res = annotator.label_assisted([("x", truth)], [ProposalMask(proposal, "x")], ImageLabelling([manual]))
+    fair = res.instances[0]
+    c = annotator.costs
+    # the correction stalls at once; it is abandoned and the object drawn: both charged
+    assert fair.mode == "abandoned" and fair.iou == pytest.approx(manual.iou)
+    assert fair.seconds == pytest.approx(c.decide + c.reject + manual.seconds)
+    # the old rule: of two unfinished paths, the cheaper one -- accepting the stalled mask
+    stalled = annotator.correct(proposal, truth)
+    assert stalled.ended == "stalled" and not stalled.actions
+    old_assisted = min(c.decide + stalled.seconds + c.accept, c.decide + c.reject + manual.seconds)
+    assert old_assisted == pytest.approx(c.decide + c.accept)
+    assert _verdict(manual.seconds, old_assisted) == "assisted saves time"
+    assert _verdict(manual.seconds, fair.seconds) == "assisted costs time"
+
+
+def test_bias_hindsight_would_change_the_verdict(annotator: SimulatedAnnotator) -> None:
+    """One pane with a perfect proposal, one whose proposal looks worth correcting (IoU
+    0.86) but is riddled with small holes: correcting it costs more than drawing it. The old
+    annotator knew that and redrew; a person corrects what looks nearly right."""
+    good = _square(5, 5, 40)
+    riddled_truth = _square(70, 40, 60)
+    full = riddled_truth.to_full()
+    for y in range(42, 98, 8):
+        for x in range(72, 128, 8):
+            full[y : y + 3, x : x + 3] = False
+    riddled = Mask.from_full(full)
+    assert 0.5 <= riddled.iou(riddled_truth) < 0.9
+    truths = [("x", good), ("x", riddled_truth)]
+    props = [ProposalMask(good.copy(), "x", 0.9), ProposalMask(riddled, "x", 0.8)]
+    manual = annotator.label_manual(truths)
+    fair = annotator.label_assisted(truths, props, manual)
+    assert [i.mode for i in fair.instances] == ["accepted", "corrected"]
+    assert all(i.iou >= 0.9 for i in fair.instances)
+    c = annotator.costs
+    correction = c.decide + annotator.correct(riddled, riddled_truth).seconds + c.accept
+    redraw = c.decide + c.reject + manual.instances[1].seconds
+    assert redraw < correction  # only hindsight knows this
+    old_assisted = fair.instances[0].seconds + min(correction, redraw)
+    assert fair.instances[1].seconds == pytest.approx(correction)
+    assert _verdict(manual.seconds, old_assisted) == "assisted saves time"
+    assert _verdict(manual.seconds, fair.seconds) == "assisted costs time"
+
+
+def test_bias_free_bulk_reject_would_change_the_verdict(annotator: SimulatedAnnotator) -> None:
+    """A perfect proposal and a dozen false ones: the old annotator cleared any number with
+    one look and one key."""
+    truth = _square()
+    blobs = []
+    for n in range(12):
+        blob = Mask.empty(SIZE)
+        blob.paint_disk(10 + 12 * n, 110, 3)
+        blobs.append(ProposalMask(blob.cropped(), "x", 0.6))
+    manual = annotator.label_manual([("x", truth)])
+    fair = annotator.label_assisted([("x", truth)], [ProposalMask(truth.copy(), "x", 0.9)] + blobs, manual)
+    c = annotator.costs
+    kinds = [a.kind for a in fair.extra_actions]
+    assert kinds == ["decide"] + ["glance"] * 12 + ["reject_rest"]
+    assert fair.instances[0].mode == "accepted"
+    old_assisted = fair.instances[0].seconds + c.decide + c.reject
+    assert _verdict(manual.seconds, old_assisted) == "assisted saves time"
+    assert _verdict(manual.seconds, fair.seconds) == "assisted costs time"
+    # one left over is one decision; none, nothing
+    one = annotator.label_assisted([("x", truth)], [ProposalMask(truth.copy(), "x")] + blobs[:1], manual)
+    assert [a.kind for a in one.extra_actions] == ["decide", "reject"]
+    assert annotator.clear_left_over(0) == []
+
+
+def test_a_proposal_not_worth_correcting_is_redrawn_at_sight(annotator: SimulatedAnnotator) -> None:
+    truth = _square()
+    sliver = rasterize_polygon([(40, 30), (60, 30), (60, 90), (40, 90)], SIZE)  # a third of the pane
+    assert sliver.iou(truth) < annotator.params.correct_min_iou
+    manual = annotator.label_manual([("x", truth)])
+    inst = annotator.label_assisted([("x", truth)], [ProposalMask(sliver, "x")], manual).instances[0]
+    c = annotator.costs
+    assert inst.mode == "redrawn" and not {"stroke", "erase", "reroute"} & {a.kind for a in inst.actions[:3]}
+    assert inst.seconds == pytest.approx(c.decide + c.reject + manual.instances[0].seconds)
+
+
+def test_fragments_inside_the_object_are_merged(annotator: SimulatedAnnotator) -> None:
+    truth = _square()
+    left = rasterize_polygon([(40, 30), (69, 30), (69, 89), (40, 89)], SIZE)
+    right = rasterize_polygon([(70, 30), (99, 30), (99, 89), (70, 89)], SIZE)
+    res = annotator.label_assisted([("x", truth)], [ProposalMask(left, "x", 0.9), ProposalMask(right, "x", 0.8)])
+    inst = res.instances[0]
+    assert inst.mode == "accepted" and inst.iou == pytest.approx(1.0)
+    assert [a.kind for a in inst.actions] == ["decide", "decide", "merge", "accept"]
+    assert res.extra_actions == []
+
+
+def test_the_same_time_cap_ends_both_sides(annotator: SimulatedAnnotator) -> None:
+    """With a cap too short to finish, both sides stop there and keep the most accurate mask."""
+    capped = SimulatedAnnotator(annotator.costs, AnnotatorParams(instance_cap_s=12.0, correction_cap_s=12.0))
+    truth = _crack()
+    manual = capped.draw(truth, "x")
+    assert manual.capped and manual.iou < 0.9
+    # no gesture starts after the cap: the last one began before it
+    assert sum(a.seconds for a in manual.actions[:-1]) < 12.0
+    wide = truth.dilate(1)
+    inst = capped.label_assisted([("x", truth)], [ProposalMask(wide, "x")], ImageLabelling([manual])).instances[0]
+    assert inst.capped and inst.iou < 0.9
+    assert sum(a.seconds for a in inst.actions[:-2]) < 12.0  # the last gesture, then accept or reject
+    assert inst.iou == pytest.approx(_np_iou(inst.mask, truth))
+
+
+def test_gestures_that_did_not_help_are_charged(annotator: SimulatedAnnotator) -> None:
+    """An undone gesture costs the gesture and the undo, on both sides alike."""
+    truth = _holed()
+    res = annotator.correct(truth.union(_square(60, 50, 40)), truth)
+    charged = sum(a.seconds for a in res.actions)
+    assert charged == pytest.approx(res.seconds)
+    undone = res.tally.get("undone", 0) + res.tally.get("reroute_no_gain", 0) + res.tally.get("reroute_wrong_side", 0)
+    assert sum(a.kind == "undo" for a in res.actions) == undone
+
+
+def test_held_out_keys_count_only_for_their_own_data_set() -> None:
+    from specula.bench_cli import held_out_stems
+
+    keys = ["cracks-cfd/image/003.jpg", "cracks-deepcrack/image/11123.jpg", "cracks-deepcrack/image/003.jpg", "7.jpg"]
+    assert held_out_stems(keys, "cracks-cfd") == {"003", "7"}
+    assert held_out_stems(keys, "cracks-deepcrack") == {"11123", "003", "7"}
+

@@ -66,12 +66,54 @@ def test_dataset_scores_average_curves_and_images() -> None:
     b_gt = np.zeros((4, 4), bool)
     b_gt[3, 3] = True
     s = metrics.binary_scores([(a_pred, a_gt), (b_pred, b_gt)])
-    assert s.n_images == 2
+    assert s.images == 2 and s.images_with_class == 2
     assert s.iou == pytest.approx((3 / 7 + 0.0) / 2)
     assert s.mae == pytest.approx((4 / 16 + 1 / 16) / 2)
     # mean precision (3/4 + 0) / 2, mean recall (1/2 + 0) / 2
     p, r = 3 / 8, 1 / 4
-    assert s.fbeta == pytest.approx(1.3 * p * r / (0.3 * p + r))
+    assert s.max_fbeta == pytest.approx(1.3 * p * r / (0.3 * p + r))
+    assert s.mean_image_max_fbeta == pytest.approx((metrics.max_fbeta(a_pred, a_gt) + 0.0) / 2)
+    assert s.pooled_iou == pytest.approx(3 / (7 + 1))
+
+
+def test_images_whose_truth_lacks_the_class_add_only_to_mae_and_false_positives() -> None:
+    empty = np.zeros((4, 4), bool)
+    speck = empty.copy()
+    speck[0, 3] = True
+    with_empty = metrics.binary_scores([(PRED, GT), (empty, empty), (speck, empty)])
+    alone = metrics.binary_scores([(PRED, GT)])
+    assert with_empty.iou == pytest.approx(alone.iou) == pytest.approx(3 / 7)  # no "perfect" empty images
+    assert with_empty.max_fbeta == pytest.approx(alone.max_fbeta)
+    assert with_empty.images == 3 and with_empty.images_with_class == 1
+    assert with_empty.images_with_false_positives == 1
+    assert with_empty.mae == pytest.approx((4 / 16 + 0 + 1 / 16) / 3)
+    assert with_empty.pooled_iou == pytest.approx(3 / (7 + 1))  # the speck counts in the pooled figure
+    none = metrics.binary_scores([(speck, empty)])
+    assert none.iou is None and none.max_fbeta is None and none.images_with_false_positives == 1
+
+
+def test_per_image_scores_of_maps_and_a_class_index_truth() -> None:
+    """What a trainer hands over: (K, H, W) maps with a background channel and a class-index map."""
+    rng = np.random.default_rng(3)
+    target = np.zeros((6, 8), np.int64)
+    target[1:4, 1:5] = 1  # mirror; no glass in the truth
+    probs = rng.uniform(0, 1, (3, 6, 8))
+    probs /= probs.sum(0, keepdims=True)
+    out = metrics.per_image_scores(probs, target, [None, "mirror", "glass"])
+    assert set(out) == {"mirror", "glass"}
+    m = out["mirror"]
+    assert m.has_class and m.iou == pytest.approx(metrics.iou(probs[1] >= 0.5, target == 1))
+    assert m.max_fbeta == pytest.approx(metrics.max_fbeta(probs[1], target == 1))
+    assert m.mae == pytest.approx(metrics.mae(probs[1], target == 1))
+    g = out["glass"]
+    assert not g.has_class and g.iou is None and g.false_positive == bool((probs[2] >= 0.5).any())
+    acc = metrics.ScoreAccumulator(["mirror", "glass"])
+    acc.add(out)
+    res = acc.result()
+    assert res["per_class"]["glass"]["iou"] is None
+    assert res["mean_iou"] == pytest.approx(m.iou)  # the mean is over classes that have images
+    with pytest.raises(ValueError):
+        metrics.per_image_scores(probs, target, ["mirror", "glass"])
 
 
 def test_opposite_mask_scores_show_confusion() -> None:

@@ -82,7 +82,10 @@ def test_coco_missing_images_are_warnings(tmp_path):
     out = tmp_path / "ann" / "x.json"
     export_coco(_images(), builtin_palette(), out)
     res = import_coco(out)
-    assert sum("not found on disk" in w for w in res.warnings) == 2
+    # one line for all of them, counted
+    assert [w for w in res.warnings if "not found on disk" in w] == [
+        f"{out}: 2 images not found on disk; their annotations are imported anyway (first: a/b.jpg)"
+    ]
     assert len(res.images[0].instances) == 6
 
 
@@ -107,9 +110,10 @@ def test_coco_damaged_files_raise_one_line_format_errors(tmp_path):
         (json.dumps([1, 2]), "JSON object"),
         (json.dumps({"images": {"id": 1}, "annotations": []}), "no 'images' list"),
         (json.dumps({"images": [], "annotations": {"a": 1}}), "must be lists"),
-        (json.dumps(_coco([WRONG_SIZE_RLE])), "RLE size 10x12"),
-        (json.dumps(_coco([BAD_SUM_RLE])), "sum to 10, expected 100"),
-        (json.dumps(_coco([{"id": 4, "image_id": 1, "category_id": 1, "segmentation": "x"}])), "neither polygons nor RLE"),
+        (json.dumps(_coco([WRONG_SIZE_RLE])), r"annotations\[0\].segmentation.size: RLE size 10x12"),
+        (json.dumps(_coco([BAD_SUM_RLE])), r"annotations\[0\].segmentation.counts: counts sum to 10, expected 100"),
+        (json.dumps(_coco([{"id": 4, "image_id": 1, "category_id": 1, "segmentation": "x"}])),
+         r"annotations\[0\].segmentation: \"x\" is neither polygons"),
     ]
     for text, message in cases:
         p.write_text(text)
@@ -129,8 +133,12 @@ def test_coco_bad_annotations_among_good_are_warnings(tmp_path):
     res = import_coco(p)
     assert len(res.images[0].instances) == 2
     text = "\n".join(res.warnings)
-    for needle in ("RLE size", "sum to", "category_id 9", "polygon 0 has 4 numbers"):
-        assert needle in text
+    for needle in ("annotations[1].segmentation.size: RLE size", "annotations[2].segmentation.counts: counts sum to",
+                   "annotations[3].category_id: 9 names no category",
+                   "1 polygons with fewer than 3 points (or an odd count of numbers) skipped "
+                   "(first: annotations[4].segmentation[0])"):
+        assert needle in text, text
+    assert res.labels_skipped == 3
 
 
 def test_coco_bbox_only_annotation_becomes_a_box(tmp_path):
@@ -138,4 +146,4 @@ def test_coco_bbox_only_annotation_becomes_a_box(tmp_path):
     p.write_text(json.dumps(_coco([dict(GOOD, segmentation=[], bbox=[2, 3, 4, 2])])))
     res = import_coco(p)
     assert res.images[0].instances[0].mask.bbox == (2, 3, 6, 5)
-    assert any("bbox" in w for w in res.warnings)
+    assert any("1 annotations without a segmentation imported as their bbox" in w for w in res.warnings)

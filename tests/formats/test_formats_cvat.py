@@ -86,3 +86,16 @@ def test_cvat_one_bad_mask_among_good_shapes_is_a_warning(tmp_path):
     assert len(res.images[0].instances) == 1
     assert res.images[0].instances[0].mask.bbox == (1, 2, 4, 4)
     assert any("runs cover" in w for w in res.warnings)
+
+
+@pytest.mark.parametrize(
+    "rle, message",
+    [
+        ("0, 99999999999999999999999999", "runs cover 99999999999999999999999999 pixels"),  # past int64
+        ("1, -2, 7", "negative run length"),
+        ("1, 2.5, 3", "not a whole number"),
+    ],
+)
+def test_cvat_rle_decoder_checks_runs_before_allocating(rle, message):
+    with pytest.raises(ValueError, match=message):
+        decode_cvat_rle(rle, 3, 2)

@@ -59,6 +59,9 @@ def test_import_matches_adds_and_refuses_paths_outside(project, tmp_path):
     text = "\n".join(rep.warnings)
     assert text.count("outside the project folder") == 2
     assert "99x99" in text
+    # what did not make it in, for `specula import` to exit 1: the two paths outside, the wrong size, gone.png
+    assert len(rep.images_skipped) == 3 and rep.problems == 4 and rep.finished_with_problems
+    assert sum("outside the project folder" in s for s in rep.images_skipped) == 2
     assert project.image_by_path("outside.png") is None
     assert all(not p.path.startswith("..") and not p.path.startswith("/") for p in project.images())
     assert "crack" in project.palette
@@ -67,6 +70,9 @@ def test_import_matches_adds_and_refuses_paths_outside(project, tmp_path):
     assert calls and calls[-1][0] == calls[-1][1]
     again = import_into_project(project, "coco", coco)
     assert again.instances_added == 0 and again.duplicates_skipped == 3
+    clean = tmp_path / "clean.json"
+    export_coco(images[:3], project.palette, clean)
+    assert not import_into_project(project, "coco", clean).finished_with_problems
 
 
 def test_import_is_one_transaction(project, tmp_path, monkeypatch):
@@ -197,3 +203,23 @@ def test_labelme_file_inside_project_is_added_by_its_own_path(project, tmp_path)
     assert rep.images_added == ["other/a.png"] and rep.instances_added == 1
     assert any("outside the project folder" in w for w in rep.warnings)
     assert project.instances(project.image_by_path("imgs/a.png").id) == []
+
+
+def test_imported_labels_mark_their_images_done(project):
+    """Imported labels are someone's finished work: "images 5 (new 5), labelled 5" was
+    the old report; the images that got accepted labels are done."""
+    from annotation.document import ImageStatus
+
+    before = {r.path: r.status for r in project.images()}
+    assert all(s is ImageStatus.NEW for s in before.values())
+    gt = project.root / "labels"
+    gt.mkdir()
+    rec = project.images()[0]
+    mask = np.zeros(rec.size, np.uint8)
+    mask[2:6, 2:6] = 255
+    Image.fromarray(mask).save(gt / (rec.path.rsplit("/", 1)[-1].rsplit(".", 1)[0] + ".png"))
+    rep = import_into_project(project, "class-masks", gt, class_name="glass")
+    assert rep.instances_added == 1
+    after = {r.path: r.status for r in project.images()}
+    assert after[rec.path] is ImageStatus.DONE
+    assert all(after[p] is ImageStatus.NEW for p in after if p != rec.path)
