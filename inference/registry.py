@@ -13,16 +13,28 @@ Publishing writes the version under ``<name>/.tmp-<uuid>`` and renames it into p
 reader (the engine, another process) never sees half a model. Read-only shipped models in
 ``assets/models`` are merged into the listing; a user version with the same name and version
 hides the shipped one. Nothing here imports onnxruntime or torch.
+
+Trust: TorchScript (``model.pt``) runs its own code when loaded, so a ``model.pt`` is
+loaded only when this registry recorded its SHA-256 in the manifest and signed that record
+with its own key (``<root>/.trust-key``): ``publish`` does so for the trainer's files, and
+``import_model`` refuses TorchScript from outside unless told to trust it. A plain pickle or
+``torch.save`` archive named ``model.pt`` is never imported. Shipped models are trusted as
+part of the installation.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -47,7 +59,10 @@ REQUIRED_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
     "prompt": (("encoder.onnx", "decoder.onnx"),),
 }
 WEIGHT_FILES = ("model.onnx", "model.pt", "encoder.onnx", "decoder.onnx", "weights.pt")
+TORCHSCRIPT_FILES = ("model.pt",)  # loaded with torch.jit.load, which runs the archive's code
+TRUST_KEY = ".trust-key"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ModelError(Exception):
@@ -89,10 +104,14 @@ class Manifest:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
     created: str = ""
+    # file name -> SHA-256 of the files as published, and the registry's signature of that
+    # record (see the module note); both written by ``Registry.publish``, never taken from outside
+    sha256: Mapping[str, str] = field(default_factory=dict)
+    signature: str = ""
 
     # ---------------------------------------------------------------- (de)serialise
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "format": 1,
             "name": self.name,
             "version": self.version,
@@ -110,6 +129,9 @@ class Manifest:
             "sources": list(self.sources),
             "created": self.created,
         }
+        if self.sha256 or self.signature:  # only the registry's own copies carry the record
+            out.update({"sha256": dict(self.sha256), "signature": self.signature})
+        return out
 
     @classmethod
     def from_json(cls, data: Any, where: str = "manifest") -> "Manifest":
@@ -165,6 +187,13 @@ class Manifest:
         sources = data.get("sources", [])
         if not isinstance(sources, list):
             raise bad("'sources' must be a list")
+        sha256 = data.get("sha256") or {}
+        if not (isinstance(sha256, dict) and all(isinstance(k, str) and isinstance(v, str) and _SHA256_RE.match(v)
+                                                 for k, v in sha256.items())):
+            raise bad("'sha256' must map file names to SHA-256 digests (64 hex digits)")
+        signature = data.get("signature") or ""
+        if not isinstance(signature, str):
+            raise bad("'signature' must be a string")
         return cls(
             name=data["name"], version=data["version"], task=task, classes=tuple(classes),
             input_size=size, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),  # type: ignore[arg-type]
@@ -172,6 +201,7 @@ class Manifest:
             feature_layer=data.get("feature_layer"), defaults=dict(data.get("defaults", {})),
             training=dict(data.get("training", {})), metrics=dict(data.get("metrics", {})),
             sources=tuple(str(s) for s in sources), created=str(data.get("created", "")),
+            sha256=dict(sha256), signature=signature,
         )
 
     @classmethod
@@ -230,6 +260,114 @@ def check_files(info: ModelInfo) -> None:
         return
     wanted = " or ".join(" + ".join(alt) for alt in alternatives)
     raise ModelError(f"{info.path}: a {info.task} model needs {wanted}; found {sorted(p.name for p in info.path.iterdir())}")
+
+
+# ------------------------------------------------------------------ trust in weight files
+def torchscript_problem(path: Path) -> Optional[str]:
+    """Why ``path`` is not a TorchScript archive (one line), or None when it is one.
+
+    ``torch.jit.save`` writes a zip holding ``<archive>/constants.pkl`` and the module's
+    ``<archive>/code/``; a plain pickle is no zip, and a ``torch.save`` archive (a state
+    dict or a pickled model) has neither. Only the zip directory is read: nothing is unpickled.
+    """
+    advice = ("Specula loads only TorchScript (torch.jit.script(model).save(...)) or ONNX; "
+              "save or export the model that way")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return (f"{path}: not a TorchScript archive (not even a zip file: a plain pickle, which would run "
+                f"code when loaded); {advice}")
+    has_constants = any(n == "constants.pkl" or n.endswith("/constants.pkl") for n in names)
+    has_code = any(n.startswith("code/") or "/code/" in n for n in names)
+    if not (has_constants and has_code):
+        return (f"{path}: not a TorchScript archive (a torch.save archive: a state dict or a pickled "
+                f"model, not runnable here); {advice}")
+    return None
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _signed_text(name: str, version: str, sha256: Mapping[str, str]) -> bytes:
+    return json.dumps({"name": name, "version": version, "sha256": dict(sorted(sha256.items()))},
+                      sort_keys=True).encode("utf-8")
+
+
+def _sign(key: bytes, name: str, version: str, sha256: Mapping[str, str]) -> str:
+    return hmac.new(key, _signed_text(name, version, sha256), hashlib.sha256).hexdigest()
+
+
+def _read_key(root: Path) -> Optional[bytes]:
+    try:
+        key = (root / TRUST_KEY).read_bytes()
+    except OSError:
+        return None
+    return key if len(key) >= 32 else None
+
+
+def _registry_key(root: Path) -> bytes:
+    """This registry's signing key, made on first use (readable by the user only)."""
+    key = _read_key(root)
+    if key is not None:
+        return key
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(root / TRUST_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it meanwhile: use theirs
+        key = _read_key(root)
+        if key is None:
+            raise ModelError(f"{root / TRUST_KEY} is damaged; delete it and publish the models again") from None
+        return key
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return key
+
+
+def _is_shipped(folder: Path) -> bool:
+    """Whether ``folder`` lies in the models shipped with the installation (trusted as it is)."""
+    try:
+        from annotation.resources import asset_path
+
+        return folder.resolve().is_relative_to(asset_path("models").resolve())
+    except Exception:  # noqa: BLE001 - no assets (a bare bundle): nothing is shipped
+        return False
+
+
+def check_trusted(path: Path, data: bytes) -> None:
+    """Raise ``ModelError`` unless ``data`` (the bytes of weight file ``path``) may be run.
+
+    Trusted: a file whose SHA-256 this registry recorded in the manifest beside it, with
+    the record signed by this registry's key, or a file of the shipped models. The caller
+    loads exactly ``data``, so the file cannot change between this check and the load.
+    """
+    path = Path(path)
+    folder = path.parent
+    if _is_shipped(folder):
+        return
+    untrusted = (f"{path}: TorchScript runs its own code when loaded, and this file was neither published by "
+                 f"Specula's trainer nor imported with --trust into this registry; if you trust where it came "
+                 f"from, import its folder with `specula models import --trust FOLDER`")
+    try:
+        man = Manifest.read(folder / MANIFEST)
+    except ModelError:
+        raise ModelError(untrusted) from None
+    key = _read_key(folder.parent.parent)  # <root>/<name>/<version>/<file>
+    recorded = man.sha256.get(path.name)
+    if key is None or recorded is None or not hmac.compare_digest(
+            man.signature, _sign(key, man.name, man.version, man.sha256)):
+        raise ModelError(untrusted)
+    if not hmac.compare_digest(recorded, hashlib.sha256(data).hexdigest()):
+        raise ModelError(f"{path}: its SHA-256 is not the one recorded when it was published (the file was "
+                         f"replaced or damaged since); publish the model again, or import it with --trust")
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -483,6 +621,11 @@ class Registry:
                 shutil.copy2(f, tmp / f.name)
             info = ModelInfo(man, tmp)
             check_files(info)
+            # record what was published, hashed from the copies (a manifest from outside
+            # may claim anything), and sign the record: only this registry can write it
+            sha256 = {f.name: _file_sha256(tmp / f.name) for f in files}
+            man = dataclasses.replace(man, sha256=sha256,
+                                      signature=_sign(_registry_key(self.root), man.name, man.version, sha256))
             _write_json_atomic(tmp / MANIFEST, man.to_json())
             os.rename(tmp, final)  # atomic on one filesystem; fails if final appeared meanwhile
         except BaseException:
@@ -503,16 +646,32 @@ class Registry:
 
     def import_model(
         self, path: str | Path, name: Optional[str] = None, *, task: Optional[str] = None,
-        classes: Optional[Sequence[str]] = None, version: Optional[str] = None,
+        classes: Optional[Sequence[str]] = None, version: Optional[str] = None, trust: bool = False,
     ) -> ModelInfo:
         """Import a model folder (with ``manifest.json``) or a bare ``.onnx`` file.
 
         A bare ONNX file needs ``name``; its task is ``task`` or guessed from the output
         names (``boxes``/``labels``/``scores``/``masks`` -> instance, else semantic) and
         its classes are ``classes`` or ``class_0..class_{C-1}`` from the output channels.
+
+        A folder's ``model.pt`` must be TorchScript (a pickle is refused, ``trust`` or not),
+        and because TorchScript runs its own code when loaded it is imported only with
+        ``trust=True``; it is then recorded and signed like the trainer's own files.
         """
         path = Path(path)
         if path.is_dir():
+            for weights in TORCHSCRIPT_FILES:
+                file = path / weights
+                if not file.is_file():
+                    continue
+                problem = torchscript_problem(file)
+                if problem is not None:
+                    raise ModelError(problem)
+                if not trust:
+                    raise ModelError(
+                        f"{file}: TorchScript runs its own code when loaded; import it only if you trust where "
+                        f"it came from, with `specula models import --trust {path}`"
+                    )
             man = Manifest.read(path / MANIFEST)
             overrides: dict[str, Any] = {}
             if name:

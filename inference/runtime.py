@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from inference.registry import ModelError
+from inference.registry import ModelError, check_trusted
 
 DEVICES = ("auto", "cpu", "cuda")
 # y = Identity(x), x: float[1]; built with onnx.helper (opset 13) and kept inline so that
@@ -38,6 +38,15 @@ class DeviceReport:
     def __str__(self) -> str:
         text = f"inference on {self.device.upper()} (ONNX Runtime: {', '.join(self.providers)})"
         return f"{text}; {self.reason}" if self.reason else text
+
+    @property
+    def short(self) -> str:
+        """Where inference runs, in a few words; why a GPU was not used is said only when
+        the user asked for it (``--device cuda``): on a machine without a GPU, every
+        command repeating a missing CUDA library is noise (``specula --version`` and the
+        editor's status-bar tool tip give the whole story)."""
+        text = f"inference on {self.device.upper()}"
+        return f"{text}; {self.reason}" if self.reason and self.requested == "cuda" else text
 
 
 def _cuda_failure_reason() -> str:
@@ -150,7 +159,10 @@ class TorchRuntime:
     """TorchScript modules on the requested device; CUDA falls back to CPU with a reason.
 
     Loading never unpickles arbitrary objects: ``torch.jit.load`` for scripted modules,
-    ``torch.load(weights_only=True)`` for plain state dicts.
+    ``torch.load(weights_only=True)`` for plain state dicts. TorchScript runs its own code
+    when loaded, so a module is loaded only when the registry trusts its file
+    (``inference.registry.check_trusted``: published by Specula's trainer or imported with
+    ``--trust``).
     """
 
     def __init__(self, device: str = "auto"):
@@ -179,7 +191,10 @@ class TorchRuntime:
         return self._device
 
     def load_module(self, path: str | Path) -> Any:
-        """A TorchScript module in eval mode on ``device``; ``ModelError`` if it cannot load."""
+        """A TorchScript module in eval mode on ``device``; ``ModelError`` if it cannot load
+        or is not trusted (its file is not the one the registry recorded and signed)."""
+        import io
+
         import torch
 
         path = Path(path)
@@ -192,7 +207,13 @@ class TorchRuntime:
             mod = self._modules.get(key)
             if mod is None:
                 try:
-                    mod = torch.jit.load(str(path), map_location=self.device).eval()
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise ModelError(f"{path}: cannot read the model file ({exc.strerror})") from None
+                # the bytes checked are the bytes loaded: a file swapped in between is never run
+                check_trusted(path, data)
+                try:
+                    mod = torch.jit.load(io.BytesIO(data), map_location=self.device).eval()
                 except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError and others
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                     raise ModelError(f"{path}: not a TorchScript model PyTorch can load ({first[:300]})") from None

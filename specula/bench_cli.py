@@ -17,7 +17,8 @@ the groups of 003's Table 2 and the IoU reached, one row per data set and target
 ``effort_<dataset>[_iou<T>].json`` and the proposals used (``proposals_<dataset>.json``,
 COCO results: ``--source coco --proposals`` repeats the run without the model) into
 ``--out``. ``--held-out`` keeps the images the model's manifest lists as held out from
-its training (``training.data.val_image_keys``, those of this data set). With
+its training and its checkpoint choice (``training.data.test_image_keys``, those of this
+data set). With
 ``--loop`` it labels ``--k`` images, retrains through the training command, proposes on
 the next ``--k``, and writes ``loop_<dataset>.md/.json/.png``.
 """
@@ -135,9 +136,13 @@ def _held_out_stems(model: Optional[str], dataset: str, registry: Optional[str] 
         info = _registry(registry).active(model)
     except ModelError as exc:
         raise ProposalError(str(exc)) from None
-    keys = ((info.manifest.training or {}).get("data") or {}).get("val_image_keys") or []
+    data = (info.manifest.training or {}).get("data") or {}
+    # the test images: never seen in training nor in choosing the checkpoint (older
+    # manifests, with two splits only, name their held-out images val_image_keys)
+    keys = data.get("test_image_keys") or data.get("val_image_keys") or []
     if not keys:
-        raise ProposalError(f"{model}@{info.version}'s manifest lists no held-out images (training.data.val_image_keys)")
+        raise ProposalError(f"{model}@{info.version}'s manifest lists no held-out images "
+                            f"(training.data.test_image_keys)")
     stems = held_out_stems(keys, dataset)
     if not stems:
         raise ProposalError(f"{model}@{info.version}'s manifest lists no held-out image of {dataset}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import warnings
 from typing import Callable, Optional, Sequence
 
 from appinfo import __version__
@@ -17,15 +19,29 @@ from appinfo import __version__
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_BAD_INPUT = 2
+# output went into a pipe whose reader had gone (`specula stats P | head`): 128 + SIGPIPE,
+# what a shell reports for any tool that the closed pipe stopped, so `set -o pipefail`
+# scripts see that the output was cut short
+EXIT_BROKEN_PIPE = 141
+
+# characters that would break a message's one line or drive the terminal (names read
+# from annotation files can hold any of them), and lone surrogates, which cannot be encoded
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 class CommandError(Exception):
     """Bad input to a command: ``main`` prints the message as one line and exits 2."""
 
 
+def printable(text: str) -> str:
+    """``text`` as one printable line: control characters and lone surrogates escaped (``\\x1b``)."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                            else f"\\u{ord(m.group()):04x}", str(text))
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     """Print a one-line reason on stderr and return the exit code."""
-    print(f"specula: {message}", file=sys.stderr)
+    print(f"specula: {printable(message)}", file=sys.stderr)
     return code
 
 
@@ -83,7 +99,48 @@ def _has_display() -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run the ``specula`` command line; returns the exit code (see the README)."""
+    try:
+        with warnings.catch_warnings():  # restores the hook for callers in the same process
+            warnings.showwarning = _show_warning
+            code = _run(list(sys.argv[1:] if argv is None else argv))
+        # flush here, inside the try: a reader that went away while the output sat in the
+        # buffer must end as quietly as one that went away during a print (a windowed
+        # bundle has no stdout at all)
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # stdout is unusable; point it at devnull so the interpreter's own flush at exit
+        # does not fail again with "Exception ignored ... BrokenPipeError"
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # a stdout without a descriptor (captured in tests)
+            pass
+        finally:
+            os.close(devnull)
+        return EXIT_BROKEN_PIPE
+
+
+def _show_warning(message: Warning | str, category: type, filename: str, lineno: int, file: object = None,
+                  line: Optional[str] = None) -> None:
+    """A library's Python warning as one ``warning:`` line, like the command's own warnings
+    (not the interpreter's two lines naming a file inside site-packages)."""
+    print(f"warning: {printable(str(message))}", file=sys.stderr)
+
+
+def _wants_help(argv: Sequence[str]) -> bool:
+    """``-h``/``--help`` anywhere before a ``--`` (``specula FOLDER --help`` must not open FOLDER)."""
+    for arg in argv:
+        if arg == "--":
+            return False
+        if arg in ("-h", "--help"):
+            return True
+    return False
+
+
+def _run(argv: list[str]) -> int:
     if argv and argv[0] == "--self-test":
         argv[0] = "self-test"
     if argv and argv[0] in ("--version", "-V"):
@@ -91,7 +148,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_OK
     parser = build_parser()
     commands = set(parser._subparsers._group_actions[0].choices) if parser._subparsers else set()  # type: ignore[union-attr]
-    if argv and argv[0] in commands or argv[:1] in (["-h"], ["--help"]):
+    if not (argv and argv[0] in commands) and _wants_help(argv):
+        # no subcommand to explain: the help of the whole command, whatever else was given
+        parser.print_help()
+        return EXIT_OK
+    if argv and argv[0] in commands:
         args = parser.parse_args(argv)
         # subcommand modules set either `handler` or `func` on their parsers
         handler: Optional[Callable[[argparse.Namespace], int]] = getattr(args, "handler", None) or getattr(

@@ -3,10 +3,13 @@ labels in and out, no Qt, no torch."""
 from __future__ import annotations
 
 import argparse
+import shutil
+import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
-from specula.cli import EXIT_OK, CommandError, fail
+from specula.cli import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, CommandError, fail, printable
 from specula.progress import TerminalProgress
 
 IMPORT_FORMATS = ("coco", "labelme", "cvat", "color-masks", "instance-masks", "class-masks")
@@ -44,15 +47,31 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_stats)
 
 
-def _open_store(project: str, palette_arg: str | None = None, create: bool = True):
-    from annotation.palette import PaletteError, resolve_palette
+def _open_store(project: str, create: bool = True, writer: str | None = None) -> Any:
+    """The project's store, opened without scanning (the callers scan where it suits them)."""
     from annotation.store import ProjectStore, StoreError
 
     try:
-        palette = resolve_palette(palette_arg) if palette_arg else None
-        return ProjectStore.open(project, palette=palette, create=create)
-    except (StoreError, PaletteError) as exc:
+        return ProjectStore.open(project, create=create, scan=False, writer=writer)
+    except StoreError as exc:
         raise CommandError(str(exc)) from None
+
+
+def _scan_for_reading(store: Any) -> None:
+    """Add images put into the folder since the last scan, for a command that only reads.
+
+    Scanning writes; when another program holds the project's write lock, the command
+    still answers from the project as it is (readers never wait in WAL mode) and says so.
+    """
+    from annotation.store import StoreError
+
+    if store.read_only is not None:
+        return
+    try:
+        store.scan_images()
+    except StoreError as exc:
+        print(f"warning: images added to the folder since the last scan are left out: {printable(str(exc))}",
+              file=sys.stderr)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -67,7 +86,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     existed = (Path(args.folder) / DB_NAME).is_file()
     try:
         # an existing project keeps its palette: it is compared below, never replaced here
-        store = ProjectStore.open(args.folder, palette=None if existed else palette, scan=False)
+        store = ProjectStore.open(args.folder, palette=None if existed else palette, scan=False,
+                                  writer="specula init")
     except StoreError as exc:
         return fail(str(exc))
     try:
@@ -103,41 +123,117 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from annotation.formats import FormatError
-    from annotation.formats.project_io import import_into_project
+    """Import labels; exit 0 when all of the file landed, 1 when part did not (images not
+    found or skipped, damaged labels), 2 when nothing did.
+
+    A failed import changes nothing: the scan, a new ``--palette`` and the labels are one
+    transaction, and a folder that was not a project before is left without a database.
+    """
+    from annotation.store import DB_NAME
 
     if args.fmt == "class-masks" and not args.class_name:
         return fail("class-masks needs --class NAME (the class the white pixels belong to)")
     if not Path(args.path).exists():
         return fail(f"{args.path} does not exist")
-    store = _open_store(args.project, args.palette)
+    database = Path(args.project).expanduser() / DB_NAME
+    was_project = database.exists()
+    code = EXIT_BAD_INPUT
     try:
-        with TerminalProgress(f"import {args.fmt}", "image") as progress:
-            report = import_into_project(store, args.fmt, args.path, class_name=args.class_name, progress=progress)
+        code = _import(args)
+        return code
+    finally:
+        # exit 2, an exception or an interrupt: the project this import created goes again
+        if code == EXIT_BAD_INPUT and not was_project:
+            _remove_database(database)
+
+
+def _remove_database(database: Path) -> None:
+    """Delete a database this command created, with its WAL and shared-memory files."""
+    for path in (database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _import(args: argparse.Namespace) -> int:
+    from annotation.formats import FormatError
+    from annotation.formats.project_io import import_into_project
+    from annotation.palette import PaletteError, resolve_palette
+    from annotation.store import DB_NAME, StoreError
+
+    try:
+        palette = resolve_palette(args.palette) if args.palette else None
+    except PaletteError as exc:
+        return fail(str(exc))
+    store = _open_store(args.project, writer="specula import")
+    try:
+        if store.read_only is not None:
+            return fail(f"cannot import: {store.read_only}")
+        with store.transaction():
+            store.scan_images()
+            if palette is not None and palette != store.palette:
+                store.set_palette(palette)
+            with TerminalProgress(f"import {args.fmt}", "image") as progress:
+                report = import_into_project(store, args.fmt, args.path, class_name=args.class_name,
+                                             progress=progress)
     except FormatError as exc:
         return fail(str(exc))
+    except StoreError as exc:
+        return fail(_store_failure(store.root, str(exc)))
+    except sqlite3.Error as exc:  # SQLite's own error where the store did not word it
+        return fail(_store_failure(store.root, f"could not write to {store.root / DB_NAME} ({exc})"))
     finally:
         store.close()
     _print_warnings(report.warnings)
-    print(
+    print(printable(
         f"imported {report.instances_added} instances into {report.images_matched} "
         f"images of {store.root}"
         + (f"; {len(report.images_added)} images added" if report.images_added else "")
         + (f"; {report.duplicates_skipped} duplicates skipped" if report.duplicates_skipped else "")
         + (f"; classes added: {', '.join(report.classes_added)}" if report.classes_added else "")
-    )
-    if report.images_not_found:
-        print(
-            f"{len(report.images_not_found)} images named in {args.path} are not in the project folder "
-            f"(first: {report.images_not_found[0]}); copy them under {store.root} and import again",
-            file=sys.stderr,
-        )
+    ))
+    if report.finished_with_problems:
+        # the README's "finished with problems": part of the file did not land
+        return fail(_import_problems(report, args.path, store.root), EXIT_FAIL)
     return EXIT_OK
+
+
+def _import_problems(report: Any, path: str, root: Path) -> str:
+    """One line saying what of the file was not imported, and what to do about it."""
+    parts = []
+    if report.images_not_found:
+        parts.append(f"{len(report.images_not_found)} images named in {path} are not in the project folder "
+                     f"(first: {report.images_not_found[0]}): copy them under {root} and import again")
+    if report.images_skipped:
+        parts.append(f"{len(report.images_skipped)} images skipped (first: {report.images_skipped[0]})")
+    if report.labels_skipped:
+        parts.append(f"{report.labels_skipped} damaged labels skipped")
+    return "not everything was imported: " + "; ".join(parts) + (
+        " (the warnings above say why)" if report.images_skipped or report.labels_skipped else "")
+
+
+# below this many free bytes an I/O error while writing is taken for a full disk: SQLite
+# reports a full disk as "disk I/O error" when the WAL or its index cannot grow
+_NEARLY_FULL = 1 << 20
+
+
+def _store_failure(root: Path, text: str) -> str:
+    """The one line for a store that could not write; a full disk said as such."""
+    if "full" not in text.lower():
+        try:
+            free = shutil.disk_usage(root).free
+        except OSError:
+            free = None
+        if free is not None and free < _NEARLY_FULL:
+            return (f"could not import into {root}: the disk is full ({free // 1024} KiB free); free some space "
+                    f"and import again (the project is unchanged)")
+    return text
 
 
 def _print_warnings(warnings: list[str], limit: int = 20) -> None:
     for w in warnings[:limit]:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {printable(w)}", file=sys.stderr)
     if len(warnings) > limit:
         print(f"... and {len(warnings) - limit} more warnings", file=sys.stderr)
 
@@ -149,6 +245,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     states = ("accepted", "proposed") if args.states == "all" else (args.states,)
     store = _open_store(args.project, create=False)
     try:
+        _scan_for_reading(store)
         with TerminalProgress(f"export {args.fmt}", "image") as progress:
             report = export_project(store, args.fmt, args.path, states=states, polygons=args.polygons, progress=progress)
     except (FormatError, OSError) as exc:
@@ -156,7 +253,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     finally:
         store.close()
     _print_warnings(report.warnings)
-    print(f"exported {report.instances} instances of {report.images} images to {args.path}")
+    print(printable(f"exported {report.instances} instances of {report.images} images to {args.path}"))
     return EXIT_OK
 
 
@@ -167,8 +264,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     store = _open_store(args.project, create=False)
     try:
+        _scan_for_reading(store)
         stats = project_stats(store)
     finally:
         store.close()
-    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    print(json.dumps(stats, indent=2) if args.json else _printable_lines(format_stats(stats)))
     return EXIT_OK
+
+
+def _printable_lines(text: str) -> str:
+    """Each line of ``text`` made printable (class names in a table come from imported files)."""
+    return "\n".join(printable(line) for line in text.split("\n"))

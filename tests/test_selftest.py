@@ -32,7 +32,7 @@ def test_self_test_passes_from_source(tmp_path: Path) -> None:
     for name in CHECKS:
         assert any(line.startswith(f"ok     {name}: ") for line in lines), f"no ok line for {name}:\n{out.stdout}"
     # the sample project's palette is mirror-glass: the registry's rule picks the shipped model made for it
-    assert any(line.startswith("ok     model: mirror-glass-semantic 1 (semantic; shipped, chosen for the palette")
+    assert any(line.startswith("ok     model: mirror-glass-semantic 2 (semantic; shipped, chosen for the palette")
                for line in lines), out.stdout
     assert not any(line.startswith("FAILED") for line in lines)
     assert lines[-1] == f"self-test passed: {len(CHECKS)} checks"

@@ -238,6 +238,54 @@ def split_by_image(
     return train, val
 
 
+def dataset_of(item: object) -> str:
+    """The data set an image belongs to: the first part of its project-relative path
+    (``glass-gdd/image/1.jpg`` -> ``glass-gdd``), or ``""`` for a file at the top."""
+    key = getattr(item, "split_key", None) or str(getattr(item, "path", item))
+    parts = Path(key).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def split_three(
+    items: Sequence[T], val_fraction: float, test_fraction: float, seed: int = 0,
+    key=lambda item: getattr(item, "split_key", None) or str(getattr(item, "path", item)),
+    group=dataset_of,
+) -> tuple[list[T], list[T], list[T]]:
+    """``(train, val, test)`` by image, fixed by ``seed``, stratified by ``group`` (data set).
+
+    Within each data set the images are ranked by ``split_score``: the first
+    ``round(n * test_fraction)`` are test, the next ``round(n * val_fraction)``
+    validation, the rest training; a fraction above zero gets at least one image of a
+    data set with three or more. Test images are never trained on nor used to choose a
+    checkpoint (they give the published figures); validation only chooses the
+    checkpoint. Items sharing a key stay together.
+    """
+    by_group: dict[str, list[str]] = {}
+    for it in items:
+        k = key(it)
+        g = by_group.setdefault(group(it), [])
+        if k not in g:
+            g.append(k)
+    test_keys: set[str] = set()
+    val_keys: set[str] = set()
+    for g in sorted(by_group):
+        keys = sorted(by_group[g], key=lambda k: (split_score(k, seed), k))
+        n = len(keys)
+        n_test = int(round(n * test_fraction))
+        n_val = int(round(n * val_fraction))
+        if n >= 3:
+            n_test = max(n_test, 1 if test_fraction > 0 else 0)
+            n_val = max(n_val, 1 if val_fraction > 0 else 0)
+        n_test = min(n_test, max(0, n - 1))
+        n_val = min(n_val, max(0, n - 1 - n_test))
+        test_keys.update(keys[:n_test])
+        val_keys.update(keys[n_test:n_test + n_val])
+    train = [it for it in items if key(it) not in test_keys and key(it) not in val_keys]
+    val = [it for it in items if key(it) in val_keys]
+    test = [it for it in items if key(it) in test_keys]
+    return train, val, test
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB with EXIF orientation applied."""
     try:

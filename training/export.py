@@ -20,15 +20,19 @@ class ExportError(RuntimeError):
 
 
 def export_semantic_onnx(model, example, path: Path, opset: int = 17) -> None:
-    """``model``: ``(1, 3, H, W)`` -> logits ``(1, K, H, W)``; height and width stay dynamic."""
+    """``model``: ``(1, 3, H, W)`` -> logits ``(1, K, H, W)`` (and, with a boundary head,
+    boundary logits ``(1, 1, H, W)`` as the second output); height and width stay dynamic."""
     import torch
 
     model.eval()
     with torch.no_grad():
+        outs = model(example)
+    names = ["logits", "boundary"] if isinstance(outs, (tuple, list)) else ["logits"]
+    axes = {n: {0: "batch", 2: "height", 3: "width"} for n in ["image", *names]}
+    with torch.no_grad():
         torch.onnx.export(
-            model, (example,), str(path), input_names=["image"], output_names=["logits"],
-            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}},
-            opset_version=opset, dynamo=False,
+            model, (example,), str(path), input_names=["image"], output_names=names,
+            dynamic_axes=axes, opset_version=opset, dynamo=False,
         )
 
 
@@ -53,14 +57,18 @@ def check_onnx_matches(model, path: Path, inputs: Sequence, atol: float = 1e-3, 
     model.eval()
     for x in inputs:
         with torch.no_grad():
-            ref = model(x).float().numpy()
-        got = sess.run(None, {name: x.numpy()})[0]
-        if got.shape != ref.shape:
-            raise ExportError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {ref.shape}")
-        diff = float(np.abs(got - ref).max())
-        worst = max(worst, diff)
-        if not np.allclose(got, ref, atol=atol, rtol=rtol):
-            raise ExportError(f"{path}: ONNX output differs from PyTorch's by up to {diff:.2e} (tolerance {atol})")
+            out = model(x)
+        refs = [t.float().numpy() for t in (out if isinstance(out, (tuple, list)) else [out])]
+        gots = sess.run(None, {name: x.numpy()})
+        if len(gots) != len(refs):
+            raise ExportError(f"{path}: ONNX has {len(gots)} outputs, PyTorch {len(refs)}")
+        for got, ref in zip(gots, refs):
+            if got.shape != ref.shape:
+                raise ExportError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {ref.shape}")
+            diff = float(np.abs(got - ref).max())
+            worst = max(worst, diff)
+            if not np.allclose(got, ref, atol=atol, rtol=rtol):
+                raise ExportError(f"{path}: ONNX output differs from PyTorch's by up to {diff:.2e} (tolerance {atol})")
     return {"max_abs_diff": worst, "inputs_checked": len(inputs)}
 
 

@@ -30,8 +30,9 @@ class SemanticNet(nn.Module):
     (channel 0 is background). H and W should be multiples of 32.
     """
 
-    def __init__(self, num_outputs: int, pretrained: bool = True, width: int = 64):
+    def __init__(self, num_outputs: int, pretrained: bool = True, width: int = 64, boundary: bool = False):
         super().__init__()
+        self.has_boundary = bool(boundary)
         self.encoder = EfficientNetLite0(head=False)
         if pretrained:
             load_imagenet(self.encoder)
@@ -41,8 +42,12 @@ class SemanticNet(nn.Module):
         self.fuse = conv_bn_relu(width, width)
         self.fine = conv_bn_relu(width + 16, 32)  # stride-2 detail (thin cracks)
         self.classifier = nn.Conv2d(32, num_outputs, 1)
+        # pane splitting: one logit per pixel for "on the boundary between two truth
+        # regions", from the same stride-2 features (frames between panes are thin)
+        self.boundary = nn.Conv2d(32, 1, 1) if boundary else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
+        """Logits ``(N, K, H, W)``; with the boundary head, ``(logits, boundary logits (N, 1, H, W))``."""
         f2, f4, f8, f16, f32 = self.encoder.features(x)
         feats = [f4, f8, f16, f32]
         p = self.lateral[3](f32)
@@ -55,7 +60,10 @@ class SemanticNet(nn.Module):
             y = y + _up_to(o, outs[0])
         y = self.fuse(y)
         y = self.fine(torch.cat([_up_to(y, f2), f2], 1))
-        return _up_to(self.classifier(y), x)
+        logits = _up_to(self.classifier(y), x)
+        if self.boundary is None:
+            return logits
+        return logits, _up_to(self.boundary(y), x)
 
 
 # --------------------------------------------------------------------------- CAM (003)

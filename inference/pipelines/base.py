@@ -75,7 +75,12 @@ def normalize(rgb: np.ndarray, manifest: Manifest) -> np.ndarray:
     A table lookup per channel (3x faster than float arithmetic, and it writes the
     planar layout directly).
     """
-    lut = _normalize_lut(tuple(manifest.mean), tuple(manifest.std))
+    return normalize_with(rgb, manifest.mean, manifest.std)
+
+
+def normalize_with(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``normalize`` with explicit ``mean`` and ``std`` (what training calls: it has no manifest yet)."""
+    lut = _normalize_lut(tuple(float(v) for v in mean), tuple(float(v) for v in std))
     out = np.empty((1, 3) + rgb.shape[:2], np.float32)
     for c in range(3):
         np.take(lut[c], rgb[:, :, c], out=out[0, c])
@@ -118,6 +123,164 @@ def resize_maps(
     return out
 
 
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(h, w[, C])`` image -> ``size`` = ``(H, W)``: the one resize of training and inference.
+
+    ``INTER_AREA`` on an axis that shrinks (it averages every source pixel, so a
+    1280-px photo brought to 320 px keeps its thin frames and cracks instead of
+    sampling a quarter of the rows: bilinear aliasing cost 3 points of glass IoU),
+    ``INTER_LINEAR`` on an axis that grows (``INTER_AREA`` enlarging is a blocky
+    nearest-neighbour). An image shrinking on one axis and growing on the other is
+    resized one axis at a time so each axis gets its own rule.
+    """
+    h, w = image.shape[:2]
+    H, W = int(size[0]), int(size[1])
+    if (h, w) == (H, W):
+        return image
+    if H <= h and W <= w:
+        return cv2.resize(image, (W, H), interpolation=cv2.INTER_AREA)
+    if H >= h and W >= w:
+        return cv2.resize(image, (W, H), interpolation=cv2.INTER_LINEAR)
+    return resize_image(resize_image(image, (min(h, H), min(w, W))), (H, W))
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad the bottom and right edges (mirrored, without repeating the edge row) up to a
+    multiple of ``multiple``; crop the network's output back with ``[..., :h, :w]``.
+
+    A stride-32 encoder needs sides divisible by 32 or its feature maps stop lining
+    up with the pixels; mirroring keeps the padding looking like image content.
+    """
+    h, w = image.shape[:2]
+    m = max(1, int(multiple))
+    ph, pw = (-h) % m, (-w) % m
+    if ph == 0 and pw == 0:
+        return image
+    # BORDER_REFLECT_101 needs the pad to be smaller than the side; tiny images repeat it
+    mode = cv2.BORDER_REFLECT_101 if ph < h and pw < w else cv2.BORDER_REPLICATE
+    return cv2.copyMakeBorder(image, 0, ph, 0, pw, mode)
+
+
+RawRun = Callable[[np.ndarray], Sequence[np.ndarray]]
+
+
+@dataclass
+class NetworkMaps:
+    """What one network pass gives, at the network's resolution (padding removed).
+
+    ``probs``: ``(C, h, w)`` class probabilities; ``boundary``: ``(h, w)`` probability
+    that a pixel lies on the boundary between two truth regions (pane splitting), or
+    None for a model without that output.
+    """
+
+    probs: np.ndarray
+    boundary: Optional[np.ndarray] = None
+
+
+def semantic_network_maps(
+    rgb: np.ndarray,
+    run: RawRun,
+    *,
+    input_size: Optional[tuple[int, int]],
+    mean: Sequence[float],
+    std: Sequence[float],
+    activation: str,
+    flip: bool = False,
+    pad_multiple: int = 1,
+) -> NetworkMaps:
+    """The semantic pipeline's pre-processing, network pass and activation, in one place.
+
+    Training validates through this function with a PyTorch ``run`` and the pipeline
+    proposes through it with an ONNX Runtime ``run``, so what checkpoint selection
+    measures is what the product runs.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8 RGB (one tile or a whole image).
+        run: ``(1, 3, h, w)`` float32 -> ``[logits (1, C, h, w), optional boundary logits (1, 1, h, w)]``.
+        input_size: the network's fixed ``(h, w)`` (the image is resized with
+            ``resize_image``), or None for a model that takes the image at its own size
+            (padded to ``pad_multiple``, the padding cut off again).
+        flip: horizontal-flip test-time augmentation: probabilities of the image and
+            of its mirror image (mirrored back) averaged.
+    """
+    h, w = rgb.shape[:2]
+    if input_size is not None:
+        src = resize_image(rgb, (int(input_size[0]), int(input_size[1])))
+        crop = src.shape[:2]
+    else:
+        src = pad_to_multiple(rgb, pad_multiple)
+        crop = (h, w)
+    x = normalize_with(src, mean, std)
+    passes = [(x, False)]
+    if flip:
+        passes.append((np.ascontiguousarray(x[:, :, :, ::-1]), True))
+    probs_sum: Optional[np.ndarray] = None
+    bnd_sum: Optional[np.ndarray] = None
+    for inp, mirrored in passes:
+        outs = run(inp)
+        p = activate(np.asarray(outs[0])[0], activation, axis=0)
+        b = activate(np.asarray(outs[1])[0, 0], "sigmoid") if len(outs) > 1 and outs[1] is not None else None
+        if mirrored:
+            p = p[:, :, ::-1]
+            b = None if b is None else b[:, ::-1]
+        probs_sum = p if probs_sum is None else probs_sum + p
+        if b is not None:
+            bnd_sum = b if bnd_sum is None else bnd_sum + b
+    assert probs_sum is not None
+    n = np.float32(len(passes))
+    probs = np.ascontiguousarray((probs_sum / n)[:, : crop[0], : crop[1]], dtype=np.float32)
+    bnd = None if bnd_sum is None else np.ascontiguousarray((bnd_sum / n)[: crop[0], : crop[1]], dtype=np.float32)
+    return NetworkMaps(probs, bnd)
+
+
+def split_regions(mask: np.ndarray, cut: np.ndarray, min_seed_area: int) -> Optional[np.ndarray]:
+    """Split a class mask into panes along a predicted boundary band.
+
+    ``mask`` and ``cut`` are ``(H, W)`` bool. The pieces of ``mask`` outside ``cut``
+    with at least ``min_seed_area`` pixels are seeds; every mask pixel joins its
+    nearest seed, so the pieces grow back over the band and their union is the mask
+    again (a component of the mask that holds no seed stays whole). Returns an
+    ``(H, W)`` int32 label image (0 off the mask), or None when nothing is split
+    (at most one seed in every component: the caller keeps the plain components).
+    """
+    core = (mask & ~cut).astype(np.uint8)
+    n, seeds, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=4)
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= max(1, int(min_seed_area))
+    if int(keep.sum()) < 2:
+        return None
+    relabel = np.zeros(n, np.int32)
+    relabel[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    seeds = relabel[seeds]
+    # every mask component: split only those holding two seeds or more
+    m8 = mask.astype(np.uint8)
+    nc, comps = cv2.connectedComponents(m8, connectivity=8)
+    seed_comp = comps[seeds > 0]
+    per_comp = np.bincount(np.unique(np.stack([seed_comp, seeds[seeds > 0]], 1), axis=0)[:, 0], minlength=nc)
+    if int(per_comp.max(initial=0)) < 2:
+        return None
+    # nearest seed of every pixel (DIST_LABEL_PIXEL: the index of the nearest zero pixel)
+    _, nearest = cv2.distanceTransformWithLabels(
+        (seeds == 0).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
+    zero = seeds > 0
+    lut = np.zeros(int(nearest.max()) + 1, np.int32)
+    lut[nearest[zero]] = seeds[zero]
+    labels = lut[nearest]
+    labels[~mask] = 0
+    # a component with fewer than two seeds keeps one label of its own (no seed of
+    # another component may claim it)
+    n_seeds = int(seeds.max())
+    single = per_comp < 2
+    single[0] = False
+    if single.any():
+        own = np.zeros(nc, np.int32)
+        own[single] = n_seeds + np.arange(1, int(single.sum()) + 1, dtype=np.int32)
+        in_single = single[comps]
+        labels[in_single] = own[comps[in_single]]
+    return labels
+
+
 def check_image(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -135,6 +298,9 @@ def maps_to_proposals(
     close_radius: int = 0,
     min_area: int = 1,
     scores: Optional[Mapping[str, float]] = None,
+    boundary: Optional[np.ndarray] = None,
+    boundary_threshold: float = 0.5,
+    min_seed_area: int = 0,
 ) -> list[Proposal]:
     """One proposal per connected component of each class map above ``threshold``.
 
@@ -144,20 +310,30 @@ def maps_to_proposals(
         close_radius: morphological closing radius applied after thresholding (0 = none).
         min_area: components with fewer pixels are dropped.
         scores: class -> fixed score; otherwise a component's score is its mean map value.
+        boundary: ``(H, W)`` boundary probability; where given, each class mask is cut
+            along ``boundary > boundary_threshold`` into panes (``split_regions``, seeds
+            of at least ``min_seed_area`` pixels, default ``min_area``) before its
+            connected components are taken, so neighbouring panes become separate proposals.
     """
     out: list[Proposal] = []
     for ci, name in enumerate(classes):
         if name == background or (scores is not None and name not in scores):
             continue
         prob = maps[ci]
-        mask = Mask.from_full(prob > threshold)
+        full = prob > threshold
+        mask = Mask.from_full(full)
         if mask.is_empty():
             continue
         if close_radius > 0:
             mask = mask.close(int(close_radius))
+        pieces = [mask]
+        if boundary is not None:
+            labels = split_regions(mask.to_full(), boundary > boundary_threshold, min_seed_area or min_area)
+            if labels is not None:
+                pieces = _label_masks(labels, mask.image_size)
         # one labelling pass: components, then the small ones dropped (remove_small
         # first would label the whole map twice)
-        for comp in (c for c in mask.components() if c.area >= min_area):
+        for comp in (c for piece in pieces for c in piece.components() if c.area >= min_area):
             if scores is not None:
                 score = float(scores[name])
             else:
@@ -166,6 +342,26 @@ def maps_to_proposals(
                 score = float(prob[y0 : y0 + h, x0 : x0 + w][comp.array].mean())
             out.append(Proposal(comp, name, score, info.name, info.version))
     out.sort(key=lambda p: -p.score)
+    return out
+
+
+def _label_masks(labels: np.ndarray, image_size: tuple[int, int]) -> list[Mask]:
+    """One cropped ``Mask`` per non-zero label of an ``(H, W)`` label image."""
+    out = []
+    ys, xs = np.nonzero(labels)
+    if ys.size == 0:
+        return out
+    vals = labels[ys, xs]
+    order = np.argsort(vals, kind="stable")
+    vals, ys, xs = vals[order], ys[order], xs[order]
+    starts = np.flatnonzero(np.r_[True, vals[1:] != vals[:-1]])
+    ends = np.r_[starts[1:], vals.size]
+    for a, b in zip(starts, ends):
+        y, x = ys[a:b], xs[a:b]
+        y0, x0 = int(y.min()), int(x.min())
+        arr = np.zeros((int(y.max()) - y0 + 1, int(x.max()) - x0 + 1), bool)
+        arr[y - y0, x - x0] = True
+        out.append(Mask(x0, y0, arr, image_size))
     return out
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import functools
 from typing import Any, Mapping, Optional
 
-import cv2
 import numpy as np
 
 from inference.pipelines.base import (
-    Pipeline, Progress, Runtimes, activate, check_image, expect_rgb_input, maps_to_proposals, normalize, resize_maps,
+    NetworkMaps, Pipeline, Progress, Runtimes, check_image, expect_rgb_input, maps_to_proposals, resize_maps,
+    semantic_network_maps,
 )
 from inference.proposal import Proposal
 from inference.registry import ModelError, ModelInfo
@@ -24,13 +24,25 @@ class SemanticPipeline(Pipeline):
     The manifest's ``output_activation`` turns the output into probabilities. Images larger
     than the manifest's tile are processed in overlapping tiles (``inference.tiling``).
 
+    Pre-processing, the network pass and activation are ``semantic_network_maps``, the
+    function training validates with: a fixed ``input_size`` is reached with
+    ``resize_image`` (area-averaging when shrinking); a model with ``input_size`` null
+    sees the image at its own size, padded to ``pad_multiple``.
+
     Parameters: ``threshold`` (probability, default 0.5), ``min_area`` (pixels, default 64:
     specks smaller than an 8 x 8 patch are noise an expert would only have to reject;
-    a manifest's ``defaults`` or the caller's params can lower it).
+    a manifest's ``defaults`` or the caller's params can lower it), ``flip_tta``
+    (average with the mirrored image; the trainer sets it where it paid on validation),
+    ``pad_multiple`` (1: no padding; 32 for a stride-32 network taking any size),
+    ``split_panes`` (use the model's boundary output, where it has one, to cut each
+    class map into panes: ``boundary_threshold``, seeds of ``min_seed_area`` pixels).
     """
 
     task = "semantic"
-    defaults = {"threshold": 0.5, "min_area": 64}
+    defaults = {
+        "threshold": 0.5, "min_area": 64, "flip_tta": False, "pad_multiple": 1,
+        "split_panes": True, "boundary_threshold": 0.5, "min_seed_area": 400,
+    }
 
     def __init__(self, info: ModelInfo, runtimes: Runtimes):
         super().__init__(info, runtimes)
@@ -64,62 +76,89 @@ class SemanticPipeline(Pipeline):
                 f"{len(man.classes)} classes need (1, {len(man.classes)}, H, W)"
             )
 
-    def _raw(self, x: np.ndarray) -> np.ndarray:
-        """``(1, 3, H, W)`` float32 -> ``(1, C, H, W)`` float32 raw output."""
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        """``(1, 3, H, W)`` float32 -> ``[logits (1, C, H, W)]``, plus boundary logits
+        ``(1, 1, H, W)`` when the model has that second output (pane splitting)."""
         if self._sess is not None:
-            return np.asarray(self._sess.run(None, {self._input: x})[0])
+            return [np.asarray(o) for o in self._sess.run(None, {self._input: x})[:2]]
         import torch
 
         dev = self.runtimes.torch.device
         with torch.no_grad():
             y = self._module(torch.from_numpy(x).to(dev))
-        if isinstance(y, (tuple, list)):
-            y = y[0]
-        return y.float().cpu().numpy()
+        ys = list(y[:2]) if isinstance(y, (tuple, list)) else [y]
+        return [t.float().cpu().numpy() for t in ys]
 
-    def probabilities(self, rgb: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
+    def _raw(self, x: np.ndarray) -> np.ndarray:
+        """``(1, 3, H, W)`` float32 -> ``(1, C, H, W)`` float32 raw output."""
+        return self._run(x)[0]
+
+    def _network_maps(self, rgb: np.ndarray, p: Mapping[str, Any]) -> NetworkMaps:
+        man = self.manifest
+        return semantic_network_maps(
+            rgb, self._run, input_size=self._fixed, mean=man.mean, std=man.std, activation=man.output_activation,
+            flip=bool(p["flip_tta"]), pad_multiple=int(p["pad_multiple"]),
+        )
+
+    def probabilities(
+        self, rgb: np.ndarray, threshold: Optional[float] = None, params: Optional[Mapping[str, Any]] = None
+    ) -> np.ndarray:
         """``(H, W, 3)`` uint8 RGB (one tile or a whole image) -> ``(C, H, W)`` float32 in [0, 1].
 
         With ``threshold`` (proposing), channels that cannot exceed it anywhere, and the
         background channel, are returned as zeros without being resized to full size.
         """
+        return self._maps(rgb, threshold, self.params(params))[: len(self.manifest.classes)]
+
+    def _maps(self, rgb: np.ndarray, threshold: Optional[float], p: Mapping[str, Any]) -> np.ndarray:
+        """``probabilities``, with the boundary map as one more channel when the model has one."""
         h, w = rgb.shape[:2]
-        src = rgb
-        if self._fixed is not None and (h, w) != tuple(self._fixed):
-            src = cv2.resize(rgb, (self._fixed[1], self._fixed[0]), interpolation=cv2.INTER_LINEAR)
-        raw = self._raw(normalize(src, self.manifest))[0]
-        probs = activate(raw, self.manifest.output_activation, axis=0)
+        net = self._network_maps(rgb, p)
+        probs = net.probs
+        skip: list[int] = []
+        if threshold is not None:
+            bg = self.manifest.background_class
+            skip = [i for i, name in enumerate(self.manifest.classes) if name == bg]
+        if net.boundary is not None and p["split_panes"]:
+            probs = np.concatenate([probs, net.boundary[None]], 0)
         if threshold is None:
             return resize_maps(probs, (h, w))
-        bg = self.manifest.background_class
-        skip = [i for i, name in enumerate(self.manifest.classes) if name == bg]
         return resize_maps(probs, (h, w), skip_at_or_below=threshold, skip=skip)
 
     def probability_maps(
-        self, rgb: np.ndarray, cancel: object = None, progress: Progress = None, threshold: Optional[float] = None
+        self, rgb: np.ndarray, cancel: object = None, progress: Progress = None, threshold: Optional[float] = None,
+        params: Optional[Mapping[str, Any]] = None,
     ) -> np.ndarray:
         """Whole-image ``(C, H, W)`` float32 probabilities, tiled when the image exceeds the tile.
 
         ``threshold``: only what proposing at that threshold needs (see ``probabilities``).
         """
+        return self._whole_maps(rgb, cancel, progress, threshold, self.params(params))[: len(self.manifest.classes)]
+
+    def _whole_maps(self, rgb: np.ndarray, cancel: object, progress: Progress, threshold: Optional[float],
+                    p: Mapping[str, Any]) -> np.ndarray:
         rgb = check_image(rgb)
         tile = self.manifest.tile
         if tile is None or max(rgb.shape[:2]) <= tile:
-            maps = self.probabilities(rgb, threshold)
+            maps = self._maps(rgb, threshold, p)
             if progress:
                 progress(1, 1)
             return maps
         # tiles are blended: a channel below the threshold in one tile still weighs in
         # the overlap with its neighbour, so tiles skip only the background channel
-        fn = self.probabilities if threshold is None else functools.partial(self.probabilities, threshold=-np.inf)
+        fn = functools.partial(self._maps, threshold=None if threshold is None else -np.inf, p=p)
         return tiled_apply(rgb, fn, tile, self.manifest.overlap, cancel=cancel, progress=progress)
 
     def propose(
         self, rgb: np.ndarray, params: Optional[Mapping[str, Any]] = None, cancel: object = None, progress: Progress = None
     ) -> list[Proposal]:
         p = self.params(params)
-        maps = self.probability_maps(rgb, cancel, progress, threshold=float(p["threshold"]))
+        maps = self._whole_maps(rgb, cancel, progress, float(p["threshold"]), p)
+        n = len(self.manifest.classes)
+        boundary = maps[n] if maps.shape[0] > n else None
         return maps_to_proposals(
-            maps, self.manifest.classes, self.info, threshold=float(p["threshold"]),
+            maps[:n], self.manifest.classes, self.info, threshold=float(p["threshold"]),
             background=self.manifest.background_class, min_area=int(p["min_area"]),
+            boundary=boundary, boundary_threshold=float(p["boundary_threshold"]),
+            min_seed_area=int(p["min_seed_area"]),
         )

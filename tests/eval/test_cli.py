@@ -150,7 +150,7 @@ def test_bench_effort_held_out_images_come_from_the_models_manifest(need) -> Non
         pytest.skip("no shipped cracks-semantic model")
     from inference.registry import Registry
 
-    keys = Registry(registry).active("cracks-semantic").manifest.training["data"]["val_image_keys"]
+    keys = Registry(registry).active("cracks-semantic").manifest.training["data"]["test_image_keys"]
     stems = bench_cli._held_out_stems("cracks-semantic", "cracks-cfd", str(registry))
     assert stems == {Path(k).stem for k in keys if k.startswith("cracks-cfd/")}
     with pytest.raises(bench_cli.ProposalError):

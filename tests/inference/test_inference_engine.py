@@ -151,3 +151,46 @@ def test_instance_task_through_onnx_without_torch_needs_outputs(registry: Regist
     registry.publish(w.parent, manifest("inst", "1", task="instance"))
     with pytest.raises(ModelError, match="needs boxes, labels, scores, masks"):
         Engine(registry, device="cpu").propose(scene(), model="inst")
+
+
+def _two_output_model(path: Path) -> Path:
+    """Glass = red or green pixels (logit), boundary = green pixels (second output 'boundary')."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w_glass = np.array([[[[20.0]], [[20.0]], [[-20.0]]]], np.float32)  # red + green - blue
+    w_bnd = np.array([[[[-20.0]], [[20.0]], [[-20.0]]]], np.float32)   # green only
+    inits = [numpy_helper.from_array(w_glass, "wg"), numpy_helper.from_array(np.array([-10.0], np.float32), "bg"),
+             numpy_helper.from_array(w_bnd, "wb"), numpy_helper.from_array(np.array([-10.0], np.float32), "bb")]
+    nodes = [helper.make_node("Conv", ["image", "wg", "bg"], ["scores"]),
+             helper.make_node("Conv", ["image", "wb", "bb"], ["boundary"])]
+    graph = helper.make_graph(
+        nodes, "panes", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, "h", "w"]),
+         helper.make_tensor_value_info("boundary", TensorProto.FLOAT, [1, 1, "h", "w"])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_boundary_output_splits_neighbouring_panes(registry: Registry, tmp_path: Path) -> None:
+    """Two panes with a frame between them that the class map covers too: one region,
+    which the model's boundary output cuts into two proposals (and ``split_panes``
+    false keeps them merged)."""
+    path = _two_output_model(tmp_path / "panes" / "model.onnx")
+    registry.publish(path.parent, manifest("panes", "1", classes=["glass"], defaults={"min_seed_area": 50}))
+    img = np.full((120, 160, 3), 60, np.uint8)
+    img[20:100, 20:70] = (255, 0, 0)
+    img[20:100, 70:74] = (0, 255, 0)  # the frame: glass-like to the class map, a boundary to the head
+    img[20:100, 74:140] = (255, 0, 0)
+    engine = Engine(registry, device="cpu")
+    split = engine.propose(img, model="panes")
+    merged = engine.propose(img, model="panes", params={"split_panes": False})
+    assert len(merged) == 1 and merged[0].mask.area == 80 * 120
+    assert len(split) == 2
+    boxes = sorted(p.mask.bbox for p in split)
+    assert boxes[0][0] == 20 and boxes[1][2] == 140  # left pane, right pane
+    assert sum(p.mask.area for p in split) == 80 * 120  # the frame is shared out, nothing lost
+    engine.close()

@@ -43,7 +43,7 @@ def shipped() -> Registry:
 
 def test_each_shipped_palette_gets_its_shipped_model(shipped: Registry) -> None:
     info, why = shipped.model_for_palette(builtin_palette("inspection"))
-    assert (info.name, info.version, info.read_only) == ("cracks-semantic", "1", True), why
+    assert (info.name, info.version, info.read_only) == ("cracks-semantic", "2", True), why
     info, why = shipped.model_for_palette(builtin_palette("mirror-glass"))
     assert info.name == "mirror-glass-semantic" and "only model" in why
 
@@ -120,10 +120,10 @@ def test_propose_after_init_uses_the_palettes_model_without_model_flag(shipped: 
     assert main(["init", str(bridge), "--palette", "inspection"]) == 0
     assert main(["propose", str(bridge), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "with cracks-semantic@1" in out
+    assert "with cracks-semantic@2" in out
     with ProjectStore.open(bridge, create=False, scan=False) as store:
         proposals = store.instances(states=["proposed"])
-        assert proposals and {p.origin for p in proposals} == {"cracks-semantic@1"}
+        assert proposals and {p.origin for p in proposals} == {"cracks-semantic@2"}
         assert {p.class_name for p in proposals} == {"crack"}
         assert store.totals()["proposed"] == len(proposals)
 
@@ -139,5 +139,5 @@ def test_propose_keeps_the_model_flag_and_explains_a_palette_without_model(
     err = capsys.readouterr().err
     assert err.startswith("specula: no model proposes for palette 'roads' (classes: pothole); models there are: ")
     assert "--model" in err and len(err.splitlines()) == 1
-    assert main(["propose", str(bridge), "--device", "cpu", "--model", "cracks-semantic@1"]) == 0
-    assert "with cracks-semantic@1" in capsys.readouterr().out
+    assert main(["propose", str(bridge), "--device", "cpu", "--model", "cracks-semantic@2"]) == 0
+    assert "with cracks-semantic@2" in capsys.readouterr().out

@@ -85,6 +85,78 @@ def test_metrics_match_annotation_metrics_on_one_image():
     assert res["iou"] == pytest.approx(metrics.iou(prob > 0.5, gt), abs=1e-9)
 
 
+def _validation_set(rng):
+    """Three images, classes mirror and glass: glass only in the first truth, a glass false
+    positive on the third, mirror everywhere; softmax-like maps with a background channel."""
+    targets, probs = [], []
+    for n in range(3):
+        t = np.zeros((30, 40), np.uint8)
+        t[5:20, 5 + n : 25] = 1
+        if n == 0:
+            t[22:28, 10:30] = 2
+        p = rng.uniform(0, 0.4, (3, 30, 40))
+        p[0] += 0.4  # background: no class reaches 0.5 where it is not boosted
+        p[1][t == 1] += 0.5 + 0.1 * n
+        p[2][t == 2] += 0.7
+        if n == 2:
+            p[2, 0:4, 30:38] += 1.5
+        p = p / p.sum(0, keepdims=True)
+        targets.append(t)
+        probs.append(np.round(p * 255) / 255)  # what an 8-bit map on disk holds, so eval reads the same values
+    return probs, targets
+
+
+def test_validation_reports_what_specula_eval_reports(tmp_path):
+    """The manifest's validation figures are ``specula eval``'s on the same maps (one definition)."""
+    import argparse
+    import json
+
+    import cv2
+
+    from specula import eval_cli
+    from training.metrics_util import SegmentationMetrics
+
+    probs, targets = _validation_set(np.random.default_rng(5))
+    classes = ["mirror", "glass"]
+    val = SegmentationMetrics(classes)
+    for p, t in zip(probs, targets):
+        val.add(p, t)
+    res = val.result()
+    assert res["per_class"]["glass"]["images_with_class"] == 1
+    assert res["per_class"]["glass"]["images_with_false_positives"] == 1
+    for k, name in enumerate(classes, start=1):
+        pred_dir, gt_dir = tmp_path / f"pred_{name}", tmp_path / f"gt_{name}"
+        pred_dir.mkdir()
+        gt_dir.mkdir()
+        for n, (p, t) in enumerate(zip(probs, targets)):
+            cv2.imwrite(str(pred_dir / f"{n}.png"), np.round(p[k] * 255).astype(np.uint8))
+            cv2.imwrite(str(gt_dir / f"{n}.png"), (t == k).astype(np.uint8) * 255)
+        out = tmp_path / f"{name}.json"
+        parser = argparse.ArgumentParser(prog="specula")
+        eval_cli.add_parsers(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(["eval", str(pred_dir), str(gt_dir), "--protocol", "binary", "--classes", name,
+                                  "--json", str(out)])
+        assert args.handler(args) == 0
+        got = json.loads(out.read_text())["classes"][name]
+        want = res["per_class"][name]
+        for key in ("iou", "max_fbeta", "mae", "images_with_class", "images_with_false_positives", "pooled_iou"):
+            assert got[key] == pytest.approx(want[key], abs=1e-9), key
+    assert res["mean_iou"] == pytest.approx(np.mean([res["per_class"][c]["iou"] for c in classes]))
+
+
+def test_validation_hard_prediction_is_the_map_at_one_half_not_the_argmax():
+    from training.metrics_util import SegmentationMetrics
+
+    # three channels: background 0.4, mirror 0.45, glass 0.15: the argmax says mirror,
+    # but no class reaches 0.5, so the product proposes nothing here
+    probs = np.zeros((3, 2, 2))
+    probs[0], probs[1], probs[2] = 0.4, 0.45, 0.15
+    target = np.ones((2, 2), np.uint8)
+    m = SegmentationMetrics(["mirror", "glass"])
+    m.add(probs, target)
+    assert m.result()["per_class"]["mirror"]["iou"] == 0.0
+
+
 def test_undone_weak_clicks_are_not_training_labels(tmp_path):
     """The desktop logs weak_click_undone {log_id} on undo; that click must not train."""
     from annotation.store import ProjectStore
