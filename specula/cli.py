@@ -87,6 +87,12 @@ def version_text() -> str:
             lines.append(f"  model {info.name} {info.version} ({info.task})")
     except Exception as exc:  # the version must print even with a broken registry
         lines.append(f"  models: unavailable ({exc})")
+    try:  # the one place a command says why a GPU is not used (the others say only where they run)
+        from inference.runtime import choose_providers
+
+        lines.append(f"  {choose_providers('auto')}")
+    except Exception as exc:  # noqa: BLE001 - no ONNX Runtime: say so, the version still prints
+        lines.append(f"  inference: unavailable ({exc})")
     return "\n".join(lines)
 
 

@@ -124,3 +124,21 @@ def test_field_path_never_imports_torch(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["4", "True"]
+
+
+def test_the_gpu_story_is_told_once_not_by_every_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """On a machine without a usable GPU, `specula propose` says only where it runs; why the
+    GPU is not used is in `specula --version` (and the editor's status-bar tool tip)."""
+    from inference.runtime import choose_providers
+    from specula.cli import version_text
+
+    proj = _project(tmp_path)
+    ProjectStore.open(proj).close()
+    reg = _registry(tmp_path)
+    assert _cli(["propose", str(proj), "--model", "defects", "--registry", str(reg.root)]) == 1  # broken.jpg
+    err = capsys.readouterr().err
+    report = choose_providers("auto")
+    assert f"inference on {report.device.upper()}" in err
+    if report.reason:  # no GPU here: the long reason stays out of the command's output
+        assert report.reason not in err
+    assert str(report) in version_text()
