@@ -83,6 +83,12 @@ from annotation.formats.common import (
     report,
     safe_relative,
 )
+from annotation.formats.cvat_geometry import (
+    fill_convex_polygon,
+    fill_ellipse,
+    reaches_outside,
+    rotate_points,
+)
 from annotation.formats.limits import (
     MAX_POLYGON_VERTICES,
     MAX_RING_OUTLINE,
@@ -91,7 +97,11 @@ from annotation.formats.limits import (
     name_problem,
     size_problem,
 )
-from annotation.formats.pixel_polygons import corner_rings, polygons_reproduce, rasterize_coco_polygons
+from annotation.formats.pixel_polygons import (
+    corner_rings,
+    polygons_reproduce,
+    rasterize_coco_polygons,
+)
 from annotation.images import max_pixels_limit
 from annotation.mask import Mask
 from annotation.palette import Palette
@@ -102,8 +112,6 @@ _REGIONS = ("polygon", "box", "ellipse", "mask")
 _NAME_PART_MAX = 255  # NAME_MAX of the common file systems: no such file can exist
 _NAME_MAX = 1024  # the length of CVAT's own column for an image path
 _ROTATION_MAX = 360.0  # CVAT writes [0, 360); a larger angle is damage, and sin/cos of 1e30 are noise
-_EDGE_TOL = 1e-7  # a pixel centre this close to an edge is on it (float noise of the rotation)
-_DIR_TOL = 1e-9  # an edge normal this close to an axis is axis-aligned (cos 90 deg is 6e-17)
 # C0 and C1 controls, DEL and lone surrogates: XML 1.0 cannot carry most of them, and
 # the rest (tab, newline) turn a class name into something no file or message shows
 _BAD_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -237,78 +245,6 @@ def _points(text: Optional[str], where: str, size: tuple[int, int]) -> np.ndarra
     return pts
 
 
-def _rotate(points: np.ndarray, degrees: float, cx: float, cy: float) -> np.ndarray:
-    """``points`` (N, 2) turned by CVAT's convention (see the module note) about ``(cx, cy)``."""
-    a = math.radians(degrees)
-    c, s = math.cos(a), math.sin(a)
-    dx, dy = points[:, 0] - cx, points[:, 1] - cy
-    return np.stack([cx + c * dx - s * dy, cy + s * dx + c * dy], axis=1)
-
-
-def _reaches_outside(xs: np.ndarray, ys: np.ndarray, size: tuple[int, int]) -> bool:
-    h, w = size
-    return bool(xs.min() < -_EDGE_TOL or ys.min() < -_EDGE_TOL or xs.max() > w + _EDGE_TOL or ys.max() > h + _EDGE_TOL)
-
-
-# ------------------------------------------------------------------ exact rasterisation
-def _centre_grid(
-    x_lo: float, x_hi: float, y_lo: float, y_hi: float, size: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """Pixel columns ``[x0, x1)`` and rows ``[y0, y1)`` whose centres can lie in the extent, clipped."""
-    h, w = size
-    x0 = max(int(math.floor(x_lo - 0.5)), 0)
-    y0 = max(int(math.floor(y_lo - 0.5)), 0)
-    x1 = min(int(math.ceil(x_hi - 0.5)) + 1, w)
-    y1 = min(int(math.ceil(y_hi - 0.5)) + 1, h)
-    return x0, y0, x1, y1
-
-
-def fill_convex_polygon(corners: np.ndarray, image_size: tuple[int, int]) -> Mask:
-    """The pixels whose centres lie inside a convex polygon (``corners`` (N, 2) in xy, either winding).
-
-    A centre exactly on an edge counts only for edges that bound the shape on its left
-    or top (the graphics "top-left rule"): an axis-aligned box ``[x0, x1) x [y0, y1)``
-    gets exactly the pixels of that half-open square, and shapes that share an edge
-    never share a pixel. Cost follows the polygon's box, clipped to the image.
-    """
-    pts = np.asarray(corners, dtype=np.float64).reshape(-1, 2)
-    x0, y0, x1, y1 = _centre_grid(pts[:, 0].min(), pts[:, 0].max(), pts[:, 1].min(), pts[:, 1].max(), image_size)
-    twice_area = float(np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1]))
-    if x1 <= x0 or y1 <= y0 or twice_area == 0.0:
-        return Mask.empty(image_size)
-    orient = 1.0 if twice_area > 0 else -1.0
-    px = np.arange(x0, x1, dtype=np.float64)[None, :] + 0.5
-    py = np.arange(y0, y1, dtype=np.float64)[:, None] + 0.5
-    inside = np.ones((y1 - y0, x1 - x0), bool)
-    for k in range(len(pts)):
-        a, b = pts[k], pts[(k + 1) % len(pts)]
-        ex, ey = b - a
-        length = math.hypot(ex, ey)
-        if length == 0.0:
-            continue
-        nx, ny = -ey * orient / length, ex * orient / length  # inward unit normal
-        d = nx * (px - a[0]) + ny * (py - a[1])  # signed distance, positive inside
-        # the edge bounds the shape on its left (inward normal points +x) or top (+y)
-        top_left = nx > _DIR_TOL or (abs(nx) <= _DIR_TOL and ny > 0)
-        inside &= (d >= -_EDGE_TOL) if top_left else (d > _EDGE_TOL)
-    return Mask.from_box_array(x0, y0, inside, image_size).cropped()
-
-
-def fill_ellipse(cx: float, cy: float, rx: float, ry: float, degrees: float, image_size: tuple[int, int]) -> Mask:
-    """The pixels whose centres lie inside an ellipse (radii ``rx``, ``ry`` turned by ``degrees``)."""
-    a = math.radians(degrees)
-    c, s = math.cos(a), math.sin(a)
-    ex, ey = math.hypot(rx * c, ry * s), math.hypot(rx * s, ry * c)  # half extents of the turned ellipse
-    x0, y0, x1, y1 = _centre_grid(cx - ex, cx + ex, cy - ey, cy + ey, image_size)
-    if x1 <= x0 or y1 <= y0:
-        return Mask.empty(image_size)
-    dx = np.arange(x0, x1, dtype=np.float64)[None, :] + 0.5 - cx
-    dy = np.arange(y0, y1, dtype=np.float64)[:, None] + 0.5 - cy
-    u, v = c * dx + s * dy, -s * dx + c * dy  # back into the ellipse's own axes
-    inside = (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
-    return Mask.from_box_array(x0, y0, inside, image_size).cropped()
-
-
 # ------------------------------------------------------------------ mask runs
 def _parse_runs(rle: str, where: str) -> list[int]:
     """CVAT run lengths as Python ints (no int64 overflow), refused unless whole and non-negative."""
@@ -378,13 +314,13 @@ def _region(el: ET.Element, where: str, size: tuple[int, int]) -> tuple[Mask, bo
         angle = _rotation(el, where)
         if angle:
             lo, hi = pts.min(axis=0), pts.max(axis=0)
-            pts = _rotate(pts, angle, (lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2)
+            pts = rotate_points(pts, angle, (lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2)
         # pycocotools walks the outline at 5 samples per pixel of its longer axis and holds them all
         steps = np.abs(np.diff(np.vstack([pts, pts[:1]]), axis=0)).max(axis=1).sum()
         if steps > MAX_RING_OUTLINE:
             raise _Refused(f"{where}, points: an outline of {steps:.0f} pixels (at most {MAX_RING_OUTLINE})")
         mask = rasterize_coco_polygons([pts.ravel().tolist()], size)
-        return mask, _reaches_outside(pts[:, 0], pts[:, 1], size)
+        return mask, reaches_outside(pts[:, 0], pts[:, 1], size)
     if el.tag == "box":
         x0, x1 = (_in_span(_finite(el.get(k), f"{where}, {k}"), w, f"{where}, {k}", "x") for k in ("xtl", "xbr"))
         y0, y1 = (_in_span(_finite(el.get(k), f"{where}, {k}"), h, f"{where}, {k}", "y") for k in ("ytl", "ybr"))
@@ -393,8 +329,8 @@ def _region(el: ET.Element, where: str, size: tuple[int, int]) -> tuple[Mask, bo
         corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
         angle = _rotation(el, where)
         if angle:
-            corners = _rotate(corners, angle, (x0 + x1) / 2, (y0 + y1) / 2)
-        return fill_convex_polygon(corners, size), _reaches_outside(corners[:, 0], corners[:, 1], size)
+            corners = rotate_points(corners, angle, (x0 + x1) / 2, (y0 + y1) / 2)
+        return fill_convex_polygon(corners, size), reaches_outside(corners[:, 0], corners[:, 1], size)
     if el.tag == "ellipse":
         cx = _in_span(_finite(el.get("cx"), f"{where}, cx"), w, f"{where}, cx", "x")
         cy = _in_span(_finite(el.get("cy"), f"{where}, cy"), h, f"{where}, cy", "y")
@@ -408,7 +344,7 @@ def _region(el: ET.Element, where: str, size: tuple[int, int]) -> tuple[Mask, bo
         angle = _rotation(el, where)
         a = math.radians(angle)
         ex, ey = math.hypot(rx * math.cos(a), ry * math.sin(a)), math.hypot(rx * math.sin(a), ry * math.cos(a))
-        outside = _reaches_outside(np.array([cx - ex, cx + ex]), np.array([cy - ey, cy + ey]), size)
+        outside = reaches_outside(np.array([cx - ex, cx + ex]), np.array([cy - ey, cy + ey]), size)
         return fill_ellipse(cx, cy, rx, ry, angle, size), outside
     # mask: the box first, so that nothing larger than the image is ever decoded
     left = int(_in_span(_whole(el.get("left"), f"{where}, left"), w, f"{where}, left", "x"))

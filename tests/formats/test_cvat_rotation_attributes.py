@@ -20,7 +20,8 @@ import pytest
 import shapely
 
 from annotation.formats.common import LabelledImage, LabelledInstance
-from annotation.formats.cvat import export_cvat, fill_convex_polygon, import_cvat
+from annotation.formats.cvat import export_cvat, import_cvat
+from annotation.formats.cvat_geometry import fill_convex_polygon
 from annotation.formats.project_io import export_project, import_into_project
 from annotation.mask import Mask
 from annotation.palette import builtin_palette
