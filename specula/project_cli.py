@@ -23,12 +23,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                      "default mirror-glass for a new project")
     p.set_defaults(handler=cmd_init)
 
-    p = sub.add_parser("import", help="import labels into a project (they become accepted)")
+    p = sub.add_parser("import", help="import labels into a project (proposals a Specula export marked as such "
+                                      "stay proposals; the rest become accepted)")
     p.add_argument("project")
     p.add_argument("--from", dest="fmt", required=True, choices=IMPORT_FORMATS)
     p.add_argument("path", help="annotation file or folder")
     p.add_argument("--palette", help="palette for the project: a shipped name (mirror-glass, inspection) or a file")
     p.add_argument("--class", dest="class_name", help="class of binary class masks (class-masks)")
+    p.add_argument("--as", dest="as_state", choices=("kept", "accepted"), default="kept",
+                   help="kept (default): instances keep the state a Specula export wrote (proposals made on "
+                        "another machine come back for review); accepted: everything becomes ground truth")
     p.set_defaults(handler=cmd_import)
 
     p = sub.add_parser("export", help="export a project's labels")
@@ -176,7 +180,7 @@ def _import(args: argparse.Namespace) -> int:
                 store.set_palette(palette)
             with TerminalProgress(f"import {args.fmt}", "image") as progress:
                 report = import_into_project(store, args.fmt, args.path, class_name=args.class_name,
-                                             progress=progress)
+                                             progress=progress, keep_states=args.as_state == "kept")
     except FormatError as exc:
         return fail(str(exc))
     except StoreError as exc:

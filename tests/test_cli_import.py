@@ -258,3 +258,23 @@ def test_names_from_a_file_neither_break_lines_nor_drive_the_terminal(project: P
         assert stats.returncode == 0 and "\x1b" not in stats.stdout and "\x07" not in stats.stdout
     else:
         assert len(done.stderr.splitlines()) == 1
+
+
+def test_import_as_accepted_overrides_the_states_a_file_carries(project: Path, tmp_path: Path) -> None:
+    from annotation.store import ProjectStore
+
+    coco = _coco(tmp_path / "c.json", [(n, project / n) for n in ("1.jpg", "1000.jpg")])
+    data = json.loads(coco.read_text())
+    for a in data["annotations"]:
+        a.update(specula_state="proposed", specula_origin="far-away@5", score=0.6)
+    coco.write_text(json.dumps(data))
+    assert main(["import", str(project), "--from", "coco", str(coco)]) == 0
+    with ProjectStore.open(project, scan=False) as store:
+        assert {i.state.value for i in store.instances()} == {"proposed"}
+    other = _photos(tmp_path / "other")
+    assert main(["init", str(other)]) == 0
+    assert main(["import", str(other), "--from", "coco", str(coco), "--as", "accepted"]) == 0
+    with ProjectStore.open(other, scan=False) as store:
+        insts = store.instances()
+        assert insts and {i.state.value for i in insts} == {"accepted"}
+        assert {i.origin for i in insts} == {"far-away@5"}

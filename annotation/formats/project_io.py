@@ -256,12 +256,14 @@ def import_into_project(
     class_name: Optional[str] = None,
     progress: Progress = None,
     image_root: Optional[str | Path] = None,
-    keep_states: bool = False,
+    keep_states: bool = True,
 ) -> ImportReport:
     """Import an annotation file or folder of format ``fmt`` into ``store``.
 
-    Imported labels are ``accepted`` (``keep_states=True`` keeps the states a
-    Specula export wrote); origin and score are kept. Instances identical to one
+    Instances keep the state a Specula export wrote (``specula_state``: proposals made
+    elsewhere come back as proposals, for review, not as ground truth); labels without
+    one are ``accepted``; ``keep_states=False`` makes everything accepted. Origin and
+    score are kept. Instances identical to one
     already on the image (same class, same pixels) are skipped, so importing a
     file twice does not double it. ``progress(done, total)`` is called while the
     file is read and again while images are stored. Raises ``FormatError`` for a

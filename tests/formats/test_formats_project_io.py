@@ -223,3 +223,32 @@ def test_imported_labels_mark_their_images_done(project):
     after = {r.path: r.status for r in project.images()}
     assert after[rec.path] is ImageStatus.DONE
     assert all(after[p] is ImageStatus.NEW for p in after if p != rec.path)
+
+
+@pytest.mark.parametrize("fmt,out_name", [("coco", "p.json"), ("labelme", "lm"), ("cvat", "p.xml")])
+def test_proposals_exported_and_imported_stay_proposals(project, tmp_path, fmt, out_name):
+    """Proposals made on another machine come back for review, not as ground truth:
+    state, score and origin travel through the file; --as accepted overrides."""
+    import shutil
+
+    a = project.image_by_path("imgs/a.png")
+    prop = Instance(a.id, "glass", _box(a.size, (2, 2, 12, 12)), InstanceState.PROPOSED, "m@3", 0.77)
+    done = Instance(a.id, "mirror", _box(a.size, (20, 5, 30, 15)))
+    project.add_instances([prop, done])
+    out = tmp_path / out_name
+    export_project(project, fmt, out, states=("accepted", "proposed"))
+    other_root = tmp_path / "other"
+    shutil.copytree(project.root / "imgs", other_root / "imgs")
+    for keep, expect in ((True, InstanceState.PROPOSED), (False, InstanceState.ACCEPTED)):
+        db = other_root / "specula.db"
+        for p in other_root.glob("specula.*"):
+            p.unlink()
+        with ProjectStore.open(other_root) as other:
+            src = out if fmt != "labelme" else out / "imgs"
+            rep = import_into_project(other, fmt, src, keep_states=keep)
+            assert rep.instances_added == 2, rep.warnings
+            got = {i.class_name: i for i in other.instances()}
+            assert got["glass"].state is expect and got["mirror"].state is InstanceState.ACCEPTED
+            assert got["glass"].origin == "m@3" and got["glass"].score == pytest.approx(0.77)
+            assert got["glass"].mask == prop.mask
+        assert db.exists()
