@@ -1,9 +1,25 @@
 """Image loading: every supported file becomes an 8-bit RGB array for display, and
 its original values are kept.
 
-Formats: JPEG, PNG, TIFF, BMP, WebP through Pillow. Colour images of more than 8
-bits per sample (16-bit RGB(A) PNG and TIFF, float RGB TIFF), which Pillow would
-cut to 8 bits, are read with OpenCV instead so their values survive.
+Formats: JPEG, PNG, TIFF, BMP, WebP. Pillow reads every header (size limit,
+orientation, mode). The common case, an 8-bit RGB JPEG, PNG, WebP or 24-bit BMP, is
+decoded by OpenCV straight into the RGB array that is kept (``IMREAD_COLOR_RGB``):
+Pillow would hold the pixels at 4 bytes each and copy them once more into numpy (2.3x
+the image at the peak) and takes 3.5x the CPU time on a 25-megapixel JPEG; the pixels
+are the same (both use libjpeg-turbo, libpng and libwebp; the tests compare them on real
+files). Everything else goes through Pillow (grayscale, palette, alpha, CMYK, TIFF,
+animations), and so does any file OpenCV cannot decode, so that a broken file gets
+Pillow's reason. Colour images of more than 8 bits per sample (16-bit RGB(A) PNG and
+TIFF, float RGB TIFF), which Pillow would cut to 8 bits, are read with OpenCV with
+their own dtype so their values survive.
+
+A quarter-resolution level for zoomed-out display is made by ``load_levels``, beside
+the full decode: a JPEG is decoded a second time at 1/4 scale in the DCT domain
+(libjpeg's scaled IDCT) in a second thread, other files are reduced from the full
+array. The reduced decode costs about what that reduction costs (35 ms of CPU at 25
+megapixels, against 57 ms for the full decode: the entropy decoding is the same), but
+it needs no full array, so it runs while the full decode does and adds no time where a
+second core is free.
 
 Decisions (each one is visible in ``LoadedImage``):
 
@@ -85,6 +101,7 @@ class LoadedImage:
             high-bit-depth images, else None.
         orientation: the EXIF orientation that was applied (1 = none).
         format: the file format as Pillow names it (``JPEG``, ``PNG``, ``TIFF``, ...).
+        decoder: which library decoded the pixels: ``"opencv"`` or ``"pillow"``.
     """
 
     rgb: np.ndarray
@@ -95,6 +112,7 @@ class LoadedImage:
     display_range: Optional[tuple[float, float]] = None
     orientation: int = 1
     format: str = ""
+    decoder: str = "pillow"
 
     @property
     def height(self) -> int:
@@ -588,6 +606,109 @@ def _read_opencv(path: Path) -> np.ndarray:
     return arr
 
 
+# ------------------------------------------------------------------ 8-bit RGB through OpenCV
+# Pillow's names of the formats whose 8-bit RGB files OpenCV decodes to Pillow's pixels
+_OPENCV_RGB8_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP")
+_REDUCED_FACTORS = (2, 4, 8)  # the scales libjpeg's IDCT can reduce by
+
+
+def _colour_flags() -> tuple[int, bool]:
+    """OpenCV's read flags for 8-bit colour with the orientation left to us (one rule for
+    every decoder: the header's, as Pillow reads it), and whether the result is BGR (an
+    OpenCV without ``IMREAD_COLOR_RGB``, before 4.11) and must be swapped in place."""
+    import cv2
+
+    rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)
+    if rgb is None:
+        return cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION, True
+    return rgb | cv2.IMREAD_IGNORE_ORIENTATION, False
+
+
+def _decodes_with_opencv(im: Image.Image) -> bool:
+    """An 8-bit RGB still image of a format whose OpenCV decoder gives Pillow's pixels."""
+    if im.format not in _OPENCV_RGB8_FORMATS or im.mode != "RGB" or "16" in _rawmode(im):
+        return False
+    if im.format == "BMP":
+        return _rawmode(im) == "BGR"  # 24 bits only: 16- and 32-bit BMPs are unpacked differently
+    if im.format in ("PNG", "WEBP") and getattr(im, "n_frames", 1) != 1:
+        return False  # an animation: the frame Pillow shows is the one to keep
+    return True
+
+
+def _reaches_end(fmt: str, path: Path) -> bool:
+    """Whether the file's bytes reach the end of the image (the tests of ``check_image``).
+
+    A file cut short is left to Pillow: its error names the damage, where libjpeg would
+    fill the missing rows with grey and print a warning of its own on stderr.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        fh.seek(max(0, size - 64))
+        tail = fh.read()
+    if fmt in ("JPEG", "MPO"):
+        return tail.rstrip(b"\x00").endswith(b"\xff\xd9") or _jpeg_complete(path.read_bytes())
+    if fmt == "PNG":
+        return tail.endswith(_PNG_IEND) or _PNG_IEND in path.read_bytes()
+    if fmt == "WEBP":
+        return len(head) == 8 and struct.unpack("<I", head[4:8])[0] + 8 <= size
+    if fmt == "BMP":
+        return _bmp_complete(path, size)
+    return True
+
+
+# two pixels of the array handed to imread, set before decoding (see _read_rgb8)
+_UNTOUCHED = np.array([[0x5A, 0xC3, 0x0F], [0xA5, 0x3C, 0xF0]], np.uint8)
+
+
+def _read_rgb8(path: Path, fmt: str, stored: tuple[int, int], reduce: int = 1) -> Optional[np.ndarray]:
+    """The pixels as stored (orientation not applied), ``(H, W, 3)`` uint8 RGB, decoded by
+    OpenCV; with ``reduce`` 2, 4 or 8 a JPEG decoded at that fraction of its size
+    (``ceil(H / reduce)`` rows). None when the file is cut short or OpenCV cannot decode
+    it: the caller falls back to Pillow.
+
+    ``stored``: (width, height) from the header, already checked against the pixel limit.
+
+    The pixels are decoded into an array allocated here (``cv2.imread``'s ``dst``):
+    ``cv2.imdecode`` and the plain ``cv2.imread`` return a copy of OpenCV's own buffer,
+    2x the image at the peak and 1.7x the CPU time on a 25-megapixel JPEG.
+    """
+    import cv2
+
+    if not _reaches_end(fmt, path):
+        return None
+    flags, bgr = _colour_flags()
+    if reduce != 1:
+        reduced = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]
+        # IMREAD_REDUCED_COLOR_n holds the IMREAD_COLOR (BGR) bit, which OpenCV refuses
+        # beside IMREAD_COLOR_RGB: keep only the scale bits
+        flags |= reduced if bgr else reduced & ~cv2.IMREAD_COLOR
+    w, h = stored
+    shape = (-(-h // reduce), -(-w // reduce), 3)
+    try:
+        if os.name == "nt" and not str(path).isascii():
+            # OpenCV opens files by narrow-character path on Windows: read the bytes
+            # ourselves (np.fromfile) and pay for imdecode's copy
+            arr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
+        else:
+            out = np.empty(shape, np.uint8)
+            # imread leaves ``out`` as it was, and returns it, when the decoder refuses the
+            # header; a decode writes every pixel. Two pixels set beforehand tell: a decode
+            # that happens to write these very values costs a Pillow decode, never a wrong picture
+            marks = _UNTOUCHED[: shape[1]]
+            out[-1, -len(marks):] = marks
+            arr = cv2.imread(os.fspath(path), out, flags)
+            if arr is not None and arr.shape == shape and np.array_equal(arr[-1, -len(marks):], marks):
+                arr = None
+    except cv2.error:  # a size other than the header's, or over OpenCV's own pixel limit
+        return None
+    if arr is None or arr.dtype != np.uint8 or arr.shape != shape:
+        return None
+    if bgr:
+        cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr)
+    return arr
+
+
 _CONVERT_TO = {"P": None, "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB",
                "RGBX": "RGB", "RGBa": "RGBA", "La": "LA"}
 
@@ -627,10 +748,16 @@ def load_image(path: str | Path, max_pixels: Optional[int] = None) -> LoadedImag
             orientation = _orientation(im, path)
             fmt = im.format or ""
             size = _oriented_size(*_stored_size(im), orientation)
+            decoder = "opencv"
+            raw = None
             if high_bit_colour:
                 raw = _read_opencv(path)
                 turned_by_decoder = _opencv_orients(fmt)
-            else:
+            elif _decodes_with_opencv(im):
+                raw = _read_rgb8(path, fmt, im.size)
+                turned_by_decoder = False
+            if raw is None:
+                decoder = "pillow"
                 im.seek(0)
                 im.load()
                 raw = _pillow_array(im)
@@ -661,4 +788,91 @@ def load_image(path: str | Path, max_pixels: Optional[int] = None) -> LoadedImag
         display_range=rng,
         orientation=orientation,
         format=fmt,
+        decoder=decoder,
     )
+
+
+# ------------------------------------------------------------------ zoomed-out level
+def preview_level(rgb: np.ndarray, factor: int = 4) -> np.ndarray:
+    """``rgb`` reduced ``factor`` times in each direction for zoomed-out display.
+
+    Returns ``(H // factor, W // factor, 3)`` uint8, C-contiguous: pixel ``(i, j)`` is the
+    mean of the whole block ``rgb[f*i : f*i+f, f*j : f*j+f]`` (the last rows and columns
+    that do not fill a block are left out), so it covers exactly the part of the photo a
+    display scaled by ``factor`` puts under it, and the whole-block resize is OpenCV's
+    fast one. A side shorter than ``factor`` becomes one pixel, the mean of all of it.
+    """
+    import cv2
+
+    H, W = rgb.shape[:2]
+    h, w = max(1, H // factor), max(1, W // factor)
+    blocks = rgb[: (H // factor) * factor or H, : (W // factor) * factor or W]
+    return np.ascontiguousarray(cv2.resize(blocks, (w, h), interpolation=cv2.INTER_AREA))
+
+
+def decode_reduced(path: str | Path, factor: int = 4, max_pixels: Optional[int] = None) -> Optional[np.ndarray]:
+    """An 8-bit RGB JPEG decoded at 1/``factor`` of its size in the DCT domain
+    (libjpeg's scaled IDCT), orientation applied; it needs no full decode, so it can run
+    beside one.
+
+    Returns ``(ceil(H / factor), ceil(W / factor), 3)`` uint8 RGB, C-contiguous, ``(H, W)``
+    the oriented size; None for anything else (another format, another mode, a factor
+    other than 2, 4 or 8, a file over the pixel limit or that cannot be read): the full
+    decode then serves, through ``preview_level``, and reports what is wrong.
+    """
+    path = Path(path)
+    if factor not in _REDUCED_FACTORS:
+        return None
+    try:
+        limit = max_pixels_limit(max_pixels)
+        with _pillow_limit(limit), _open_checked(path, limit) as im:
+            if im.format not in ("JPEG", "MPO") or not _decodes_with_opencv(im):
+                return None
+            orientation = _orientation(im, path)
+            raw = _read_rgb8(path, im.format, im.size, reduce=factor)
+    except Exception:  # noqa: BLE001 - only a shortcut: the full decode reports the failure
+        return None
+    if raw is None:
+        return None
+    return np.ascontiguousarray(apply_orientation(raw, orientation))
+
+
+def load_levels(path: str | Path, factor: int = 4, min_side: int = 0,
+                max_pixels: Optional[int] = None) -> tuple[LoadedImage, Optional[np.ndarray]]:
+    """``load_image`` and the image's 1/``factor`` level for zoomed-out display, made
+    together so that a viewer gets both from one worker.
+
+    The level of an 8-bit RGB JPEG is ``decode_reduced``'s, decoded in a second thread
+    while the full image decodes (both release the GIL), so it adds no time where a
+    second core is free; any other image's is ``preview_level`` of the full one. The
+    level is ``(ceil(H / f), ceil(W / f), 3)`` or ``(H // f, W // f, 3)`` uint8 RGB, and
+    None when the image's longer side is at most ``min_side`` pixels.
+
+    Raises:
+        ImageReadError: as ``load_image``.
+    """
+    path = Path(path)
+    try:
+        big = max(image_size(path, max_pixels)) > min_side
+    except ImageReadError:
+        big = False  # load_image below raises the reason
+    reduced: list[Optional[np.ndarray]] = []
+    worker: Optional[threading.Thread] = None
+    if big and factor in _REDUCED_FACTORS:
+        worker = threading.Thread(target=lambda: reduced.append(decode_reduced(path, factor, max_pixels)),
+                                  name="specula-reduced-decode", daemon=True)
+        worker.start()
+    try:
+        img = load_image(path, max_pixels)
+    finally:
+        if worker is not None:
+            worker.join()
+    if max(img.size) <= min_side:
+        return img, None
+    low = reduced[0] if reduced else None
+    ceil_size = (-(-img.height // factor), -(-img.width // factor))
+    # the reduced decode stands for the full one only when both are OpenCV's of the same
+    # JPEG (a CMYK or grayscale JPEG goes through Pillow, whose colours the level must match)
+    if low is None or img.decoder != "opencv" or img.format not in ("JPEG", "MPO") or low.shape[:2] != ceil_size:
+        low = preview_level(img.rgb, factor)
+    return img, low

@@ -3,8 +3,11 @@
 A synthetic 5000 x 5000 RGB image with 300 instances. For ~200 dabs on one instance
 it times paint + overlap clip + the overlay's in-place box update (``update_box``),
 and beside it the time to recompose every instance overlay (``rebuild`` of all 300),
-measured in the same run, and prints their ratio. Memory: resident set growth from
-loading the image and building the canvas, against the decoded image's bytes.
+measured in the same run, and prints their ratio. Memory: resident-set growth from
+making a synthetic array and building the canvas over it, against the array's bytes:
+the canvas's share only (no file decoded, the masks loaded before the measure starts).
+The editor's memory from before a real photo is opened, with instances drawn by the
+tools, is ``bench/bench_open.py``'s figure.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python bench/bench_canvas.py
 """
@@ -110,11 +113,11 @@ def main() -> int:
           f"{rec_ms / p95:.0f}x (p95)")
     print(f"dab + viewport repaint (fit view, offscreen): median {statistics.median(paint) * 1000:.1f} ms")
     grow = after - base
-    print(f"memory: RSS {base / 1e6:.0f} MB before the image, {after / 1e6:.0f} MB after "
-          f"(+{grow / 1e6:.0f} MB = {grow / image_bytes:.2f}x the decoded image; "
-          f"tiles+low level {canvas.image_item.nbytes / image_bytes:.3f}x)")
-    aims = [p95 < 8, rec_ms / med >= 20, grow / image_bytes < 1.25]
-    print("aims (p95 < 8 ms, >= 20x, memory < 1.25x):", ["met" if a else "missed" for a in aims])
+    print(f"canvas's share of memory (synthetic array, masks loaded before; bench_open.py gives the "
+          f"editor's): RSS +{grow / 1e6:.0f} MB = {grow / image_bytes:.2f}x the array "
+          f"(tiles+low level {canvas.image_item.nbytes / image_bytes:.3f}x)")
+    aims = [p95 < 8, rec_ms / med >= 20]
+    print("aims (p95 < 8 ms, >= 20x):", ["met" if a else "missed" for a in aims])
     store.close()
     return 0
 

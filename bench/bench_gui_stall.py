@@ -4,10 +4,17 @@
 
 Opens the real main window on a temporary project holding one synthetic side x side
 image, with a small conv ONNX model (bench_inference's) as the only model in a
-temporary registry. A 5 ms QTimer records the gaps between its ticks: first while the
-window is idle (the baseline, same duration), then while 'propose this image' runs
-(engine created on first use, inference, proposals applied as one undo command).
-Prints the longest and the 99th-percentile gap of both and their ratio. Aim: < 50 ms.
+temporary registry, shown as ``desktop.app`` shows it: once the window is painted, the
+engine is made in a worker (ONNX Runtime's import and the GPU probe). A 5 ms QTimer
+records the gaps between its ticks: from the window's show until the status bar's device
+label fills in (start-up, reported for the record: that work holds the GIL, wherever it
+runs), then while 'propose this image' runs (the first run loads the model; inference;
+proposals applied as one undo command), and after each run while the window is idle for
+as long (the baseline). Prints the longest and the 99th-percentile gap of each and their
+ratio. Aim: the first proposal's longest stall < 50 ms. On a machine shared with other
+work the gaps are the scheduler's as much as ours; the longest pause of the cyclic
+garbage collector during each run (any thread: it holds the GIL) is printed beside them,
+as it does not depend on the load.
 """
 from __future__ import annotations
 
@@ -24,6 +31,26 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 TICK_MS = 5
+
+
+class GcPauses:
+    """The longest pause of the cyclic garbage collector since ``reset``, in ms."""
+
+    def __init__(self):
+        import gc
+
+        self.longest = 0.0
+        self._t0 = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, _info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.longest = max(self.longest, (time.perf_counter() - self._t0) * 1000.0)
+
+    def reset(self) -> None:
+        self.longest = 0.0
 
 
 class GapRecorder:
@@ -96,40 +123,52 @@ def main() -> int:
     app = QApplication.instance() or QApplication([])
     from desktop.main_window import MainWindow
 
+    from desktop.app import show_window
+
+    rec = GapRecorder()
     win = MainWindow(str(proj))
     win.resize(1400, 900)
-    win.show()
-    spin(app, lambda: win.current_rgb is not None, 60)
+    rec.start()  # the event loop's stalls from here: first paint, the photo, the engine's start
+    show_window(win)
+    label = win.assist.device_label
+    spin(app, lambda: win.current_rgb is not None and label.text() != "", 60)
+    startup = rec.stop()
+    print(f"start-up (show to the device label, engine made in a worker): longest gap {max(startup):.1f} ms "
+          f"(p99 {p99(startup):.1f})")
     combo = win.assist.review_panel.model_combo
     combo.setCurrentIndex(combo.findData("bench-cracks"))  # not a shipped model matching the palette
     assert win.assist.proposer.model == "bench-cracks"
-    rec = GapRecorder()
     results = []
+    pauses = GcPauses()
     for run in range(args.runs):
         n_before = len(win.store.interactions(actions=["propose"]))
         # a different model parameter each run, so the engine's result cache is not hit
         win.assist.proposer.params = {"threshold": 0.5 + 0.01 * run}
         rec.start()
+        pauses.reset()
         t0 = time.perf_counter()
         win.actions_by_name["action.propose_image"].trigger()
         spin(app, lambda: len(win.store.interactions(actions=["propose"])) > n_before
              and not win.assist.proposer.busy and not getattr(win.canvas, "pending_items", 0), 300)
         busy_s = time.perf_counter() - t0
         busy = rec.stop()
+        gc_ms = pauses.longest
         rec.start()
         t1 = time.perf_counter()
         spin(app, lambda: time.perf_counter() - t1 >= busy_s, busy_s + 5)
         idle = rec.stop()
         n = len(win.session.proposals())
         results.append((busy_s, max(busy), p99(busy), max(idle), p99(idle), n))
-        print(f"run {run + 1}{' (engine created)' if run == 0 else ''}: propose {busy_s * 1000:.0f} ms, "
+        print(f"run {run + 1}{' (first proposal: model loaded)' if run == 0 else ''}: propose {busy_s * 1000:.0f} ms, "
               f"{n} proposals; longest gap {max(busy):.1f} ms (p99 {p99(busy):.1f}) vs idle "
-              f"{max(idle):.1f} ms (p99 {p99(idle):.1f})")
+              f"{max(idle):.1f} ms (p99 {p99(idle):.1f}); longest garbage-collector pause {gc_ms:.1f} ms")
     worst = max(r[1] for r in results)
     idle_worst = max(r[3] for r in results)
+    first = results[0][1]
     print(f"{args.side}x{args.side} image, timer {TICK_MS} ms, {win.assist.device_label.text()}")
-    print(f"longest GUI stall while proposing: {worst:.1f} ms (idle baseline {idle_worst:.1f} ms, "
-          f"ratio {worst / max(idle_worst, 1e-3):.2f}); target < 50 ms: {'OK' if worst < 50 else 'MISSED'}")
+    print(f"longest GUI stall while proposing: {worst:.1f} ms, first proposal {first:.1f} ms (idle baseline "
+          f"{idle_worst:.1f} ms, ratio {worst / max(idle_worst, 1e-3):.2f}); target < 50 ms: "
+          f"{'OK' if worst < 50 else 'MISSED'}")
     win.close()
     return 0
 

@@ -62,7 +62,7 @@ class ImageNavigator(QObject):
         ctx.say(f"Loading {s.image.path}…", 0)
         self.loader.request(str(ctx.store.image_file(s.image)))
 
-    def _loaded(self, _rid, rgb, err) -> None:
+    def _loaded(self, _rid, rgb, low, err) -> None:
         ctx = self.ctx
         if ctx.closed or ctx.session.image is None:
             return
@@ -70,7 +70,9 @@ class ImageNavigator(QObject):
             self._cannot_show(err)
             return
         ctx.current_rgb = rgb
-        self.canvas.set_image(rgb)
+        # the zoomed-out level the loader's worker made travels with the array, so the
+        # canvas's image item takes it instead of resizing the photo on this thread
+        self.canvas.set_image(rgb, low)
         ctx.say(f"{ctx.session.image.path}: {rgb.shape[1]}×{rgb.shape[0]}", 4000)
         self.pixels_ready.emit()
 

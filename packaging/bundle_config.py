@@ -82,8 +82,21 @@ COMMON_EXCLUDES = [
 # the training curves' plotting library and the Qt modules it needs: only where training
 # runs (the field bundle cannot train; its training panel says so instead of plotting)
 PLOTTING = ("pyqtgraph", "PySide6.QtOpenGL", "PySide6.QtOpenGLWidgets", "PySide6.QtSvg")
+# Python modules a labelling laptop never runs, left out of the field bundle only (the
+# workstation keeps them: torch's own code may reach them). Measured in the built bundle:
+FIELD_ONLY_EXCLUDES = [
+    # OpenSSL (libcrypto 4.5 MiB + libssl 0.7 MiB): Specula never opens a network connection,
+    # and hashlib falls back to Python's built-in sha1/sha256 (the model-trust hashes)
+    "ssl", "_ssl", "_hashlib",
+    "readline",  # 0.6 MiB with libreadline/libtinfo: interactive consoles only
+    "_decimal",  # 1.6 MiB: `decimal` falls back to the pure-Python _pydecimal
+    # Pillow's optional codecs: AVIF (libavif 4.7 MiB; not in annotation.images.IMAGE_EXTENSIONS),
+    # FreeType text (freetype + harfbuzz 3.1 MiB; Specula draws no text with Pillow), Tk.
+    # Each plugin module catches the missing extension and reports the format unsupported.
+    "PIL._avif", "PIL._imagingft", "PIL._imagingtk", "PIL.ImageTk",
+]
 EXCLUDES = {
-    "field": COMMON_EXCLUDES + TORCH_EXCLUDES + ["pyqtgraph", "PySide6.QtSvg"],
+    "field": COMMON_EXCLUDES + TORCH_EXCLUDES + FIELD_ONLY_EXCLUDES + ["pyqtgraph", "PySide6.QtSvg"],
     # training exports ONNX with torch.onnx, which needs onnx (kept); the rest stays out
     "workstation": [m for m in COMMON_EXCLUDES if m not in PLOTTING]
     + ["tensorboard", "tensorboardX", "torchaudio", "torchtext", "triton"],
@@ -105,11 +118,18 @@ QT_LIBS_KEPT = (
     "libQt6WaylandEglClientHwIntegration", "libQt6EglFSDeviceIntegration", "libQt6EglFsKmsSupport",
     "libQt6OpenGL", "libQt6Svg", "libQt6WlShellIntegration",
 )
-QT_TRANSLATIONS_KEPT = ("qtbase_",)  # Qt's own dialog strings; the rest (qml, designer, ...) dropped
+# Qt's translations (5.8 MiB): none kept. Specula installs no QTranslator (its own strings
+# are English), so a qtbase_*.qm in the bundle would never be loaded.
+QT_TRANSLATIONS_KEPT: tuple[str, ...] = ()
+# platform themes left out: libqgtk3 needs GTK 3, which PyInstaller cannot bundle, yet it
+# drags in 8 MiB of the build machine's glib, gio, cairo and pango that would shadow the
+# user's own; without it Qt draws its own dialogs (the xdg portal theme stays)
+QT_PLATFORMTHEMES_DROPPED = ("libqgtk3",)
 
-# CUDA/cuDNN libraries: the field bundle ships onnxruntime-gpu's provider libraries but not
-# CUDA itself (the user's driver + CUDA runtime, if any, is found at run time; without it
-# inference.runtime falls back to the CPU and says why)
+# CUDA/cuDNN libraries: never in the field bundle. Its CUDA support is a separate add-on
+# folder (ADDON_DIR beside the executable; packaging/cuda_addon.py wires it in at start),
+# built by `build.py cuda-addon`, which holds onnxruntime-gpu's CUDA provider (271 MiB)
+# and, with --with-cuda-runtime, the CUDA 13 and cuDNN 9 libraries it needs.
 _CUDA_LIB = re.compile(
     r"(^|/)(libcu(blas|blasLt|dart|fft|rand|solver|sparse|pti|dnn|file|sparseLt|dss)[^/]*"
     r"|libnccl[^/]*|libnv(rtc|JitLink|ToolsExt|shmem|perf|comp)[^/]*|libcudnn[^/]*|libtorch[^/]*|libc10[^/]*)$"
@@ -118,10 +138,10 @@ _CUDA_LIB = re.compile(
 FIELD_DROPPED_BINARIES = re.compile(r"libonnxruntime_providers_tensorrt")
 
 
-def keep_entry(kind: str, dest: str, src: str, cpu_only: bool = False) -> bool:
+def keep_entry(kind: str, dest: str, src: str) -> bool:
     """Whether a (dest, src) entry of the Analysis TOC stays in the ``kind`` bundle.
 
-    ``cpu_only`` also drops onnxruntime's CUDA provider (271 MB of the field bundle).
+    The field bundle never holds onnxruntime's CUDA provider: that is the CUDA add-on.
     """
     d = dest.replace("\\", "/")
     s = (src or "").replace("\\", "/")
@@ -134,15 +154,17 @@ def keep_entry(kind: str, dest: str, src: str, cpu_only: bool = False) -> bool:
             return False
         if folder == "platforms" and not name.startswith(QT_PLATFORMS_KEPT):
             return False
+        if folder == "platformthemes" and name.startswith(QT_PLATFORMTHEMES_DROPPED):
+            return False
     if "PySide6/Qt/translations/" in d or "PySide6/translations/" in d:
-        return name.startswith(QT_TRANSLATIONS_KEPT)
+        return bool(QT_TRANSLATIONS_KEPT) and name.startswith(QT_TRANSLATIONS_KEPT)
     if name.startswith("libQt6") and not name.startswith(QT_LIBS_KEPT):
         return False
     if "PySide6/Qt/qml/" in d or "PySide6/qml/" in d:
         return False
-    if cpu_only and "libonnxruntime_providers_cuda" in name:
-        return False
     if kind == "field":
+        if name.startswith(CUDA_PROVIDER_PREFIX):
+            return False  # the CUDA add-on's
         if _CUDA_LIB.search(d) or "/nvidia/" in s or d.startswith("nvidia/"):
             return False
         if FIELD_DROPPED_BINARIES.search(name):
@@ -150,6 +172,69 @@ def keep_entry(kind: str, dest: str, src: str, cpu_only: bool = False) -> bool:
         if d.split("/", 1)[0] in ("torch", "torchvision", "functorch", "triton", "training"):
             return False
     return True
+
+
+# ------------------------------------------------------------------ size
+# the field bundle's limit, in decimal bytes (400 MB = 381.5 MiB); build.py fails above it
+FIELD_MAX_BYTES = 400_000_000
+
+
+# ------------------------------------------------------------------ ICU data (icu_data.py)
+# Locale-data trees of ICU whose per-locale files are dropped (the root and English stay):
+# Qt uses its own CLDR tables for QLocale; ICU only collates and case-maps, which falls back
+# to the root locale. Transliteration (translit/, 1 MiB) Qt never calls.
+_ICU_LOCALE_FILE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]+)*\.res$")
+ICU_LOCALES_KEPT = ("root.res", "en.res")
+ICU_NON_LOCALE = ("res_index.res", "pool.res")  # index and string pool of each tree: named like a locale
+ICU_TREES_DROPPED = ("translit",)
+
+
+def icu_item_kept(item: str) -> bool:
+    """Whether an item of ICU's data package (``coll/de.res``, ``cjdict.dict``, ...) stays in the bundles.
+
+    Dropped: other locales' data, the dictionaries for CJK/Thai/Lao/Khmer/Burmese word
+    breaking (``.dict``: Qt breaks lines itself), the legacy-encoding converter tables
+    (``.cnv``: Qt decodes UTF-8/16/32 and Latin-1 itself, Specula reads files with Python)
+    and transliteration.
+    """
+    tree, _, name = item.rpartition("/")
+    if tree.split("/", 1)[0] in ICU_TREES_DROPPED:
+        return False
+    if name.endswith((".dict", ".cnv")):
+        return False
+    if name in ICU_LOCALES_KEPT or name in ICU_NON_LOCALE:
+        return True
+    return not _ICU_LOCALE_FILE.match(name)
+
+
+# ------------------------------------------------------------------ the CUDA add-on
+ADDON_DIR = "cuda-addon"  # beside the executable: <dist>/specula/cuda-addon/
+ADDON_MANIFEST = "addon.json"
+CUDA_PROVIDER_PREFIX = "libonnxruntime_providers_cuda"
+# what of onnxruntime's package the add-on leaves out: its Python tooling (never imported at
+# run time), the TensorRT provider (needs TensorRT) and the C-API library (the Python module
+# has ONNX Runtime linked in)
+ADDON_ORT_SKIPPED = re.compile(
+    r"^(tools|transformers|quantization|datasets)(/|$)|(^|/)__pycache__(/|$)"
+    r"|libonnxruntime_providers_tensorrt|(^|/)libonnxruntime\.so"
+)
+# The CUDA libraries the CUDA provider needs: (soname, what it is, the pip wheel that has
+# it, required). The provider links the first four and the driver; cuDNN it loads for every
+# convolution, cuFFT only for FFT operators, NVRTC only for cuDNN's runtime-compiled kernels.
+# --with-cuda-runtime copies them (and the libraries beside them that they load) into the
+# add-on's lib/; otherwise the add-on finds them on the machine or names what is missing.
+CUDA_LIBRARIES: list[tuple[str, str, str, bool]] = [
+    ("libcudart.so.13", "CUDA 13 runtime", "nvidia-cuda-runtime", True),
+    ("libcublasLt.so.13", "cuBLASLt (CUDA 13)", "nvidia-cublas", True),
+    ("libcublas.so.13", "cuBLAS (CUDA 13)", "nvidia-cublas", True),
+    ("libcurand.so.10", "cuRAND (CUDA 13)", "nvidia-curand", True),
+    ("libcudnn.so.9", "cuDNN 9 for CUDA 13", "nvidia-cudnn-cu13", True),
+    ("libcufft.so.12", "cuFFT (CUDA 13; FFT operators only)", "nvidia-cufft", False),
+    ("libnvrtc.so.13", "NVRTC (CUDA 13; cuDNN runtime-compiled kernels)", "nvidia-cuda-nvrtc", False),
+]
+# loaded by those by name from their own folder: copied along with --with-cuda-runtime
+CUDA_COMPANIONS = re.compile(r"^(libcudnn_[a-z_]+\.so\.9|libnvrtc-builtins\.so\.13\.\d+)$")
+CUDA_DRIVER = "libcuda.so.1"  # the NVIDIA driver's: never shipped, always the machine's
 
 
 def forbidden_in_field(names: list[str]) -> list[str]:

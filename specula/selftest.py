@@ -14,7 +14,13 @@ user's projects, settings and registry are never touched):
   export    the project is exported as COCO (RLE)
   reimport  the exported file is read back: the edited mask decodes (pycocotools) equal
 
+  cuda-addon  only when the field bundle's CUDA add-on is there (or --require-cuda): its
+            state, the CUDA libraries it loaded or misses
+
 Prints one line per check (``ok`` or ``FAILED: reason``), exits 0 when all pass, else 1.
+``--platform xcb`` runs the Qt check on the X server of $DISPLAY instead of offscreen
+(the bundle's X11 plugin and its libraries then load); ``--require-cuda`` fails the
+runtime and propose checks unless inference really runs on CUDA (scripts/gpu_check.sh).
 """
 from __future__ import annotations
 
@@ -54,6 +60,10 @@ _TEST_MANIFEST = {
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("self-test", help="check this installation without a display (exit 0 when whole)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder and print where it is")
+    p.add_argument("--platform", default="offscreen",
+                   help="Qt platform plugin for the qt check (default offscreen; xcb: the X server of $DISPLAY)")
+    p.add_argument("--require-cuda", action="store_true",
+                   help="fail unless inference runs on CUDA (for GPU machines)")
     p.set_defaults(handler=cmd_self_test)
 
 
@@ -87,15 +97,23 @@ class _Checks:
 
 
 def cmd_self_test(args: argparse.Namespace) -> int:
-    return run_self_test(keep=getattr(args, "keep", False))
+    # the new options are passed only when given, so that a plain `specula self-test` calls
+    # run_self_test(keep=...) exactly as before
+    options: dict[str, Any] = {"keep": getattr(args, "keep", False)}
+    if getattr(args, "platform", "offscreen") != "offscreen":
+        options["platform"] = args.platform
+    if getattr(args, "require_cuda", False):
+        options["require_cuda"] = True
+    return run_self_test(**options)
 
 
-def run_self_test(keep: bool = False) -> int:
+def run_self_test(keep: bool = False, platform: str = "offscreen", require_cuda: bool = False) -> int:
     from appinfo import __version__
     from appinfo.about import bundle_kind
 
-    # no display needed; set before anything imports Qt (the desktop is never imported here)
-    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    # no display needed by default; set before anything imports Qt (the desktop is never
+    # imported here). Another platform (xcb under Xvfb) proves the bundle's plugin loads.
+    os.environ["QT_QPA_PLATFORM"] = platform
     tmp = Path(tempfile.mkdtemp(prefix="specula-selftest-"))
     # the user's data folder (registry, settings) is never touched: point it at the temp folder
     old_home = os.environ.get("SPECULA_HOME")
@@ -103,6 +121,7 @@ def run_self_test(keep: bool = False) -> int:
     print(f"specula {__version__} self-test ({bundle_kind()} build, Python {sys.version.split()[0]}, "
           f"{'frozen' if getattr(sys, 'frozen', False) else 'from source'})", flush=True)
     checks = _Checks()
+    checks.state["require_cuda"] = require_cuda
     try:
         _run_checks(checks, tmp)
     finally:
@@ -152,8 +171,27 @@ def _run_checks(checks: _Checks, tmp: Path) -> None:
 
         from inference.runtime import choose_providers
 
-        report = choose_providers("auto")
-        return f"onnxruntime {ort.__version__}, providers {', '.join(ort.get_available_providers())}; {report}"
+        report = choose_providers("cuda" if s["require_cuda"] else "auto")
+        text = f"onnxruntime {ort.__version__}, providers {', '.join(ort.get_available_providers())}; {report}"
+        if s["require_cuda"] and report.device != "cuda":
+            raise RuntimeError(f"CUDA required, not used: {text}")
+        return text
+
+    def cuda_addon() -> str:
+        # the entry point (packaging/cuda_addon.py) leaves the add-on's state in the
+        # environment once onnxruntime was imported through it
+        from appinfo.about import bundle_kind
+
+        status = os.environ.get("SPECULA_CUDA_ADDON", "")
+        if not status:
+            if s["require_cuda"] and getattr(sys, "frozen", False) and bundle_kind() == "field":
+                raise RuntimeError("no CUDA add-on beside the executable (build.py cuda-addon; copy cuda-addon/ there)")
+            return "none (onnxruntime is the installed package)"
+        usable = os.environ.get("SPECULA_CUDA_ADDON_USABLE")
+        # broken (a CUDA library missing next to a GPU) fails; no GPU at all only when CUDA is required
+        if usable == "0" or (s["require_cuda"] and usable != "1"):
+            raise RuntimeError(status)
+        return status
 
     def torch() -> str:
         import importlib.util
@@ -226,6 +264,8 @@ def _run_checks(checks: _Checks, tmp: Path) -> None:
             note = f" (by the built-in test model: {s['info'].name} proposed nothing on the sample)"
         if not proposals:
             raise RuntimeError(f"no proposals on {result['images']} images")
+        if s["require_cuda"] and not str(result["device"]).startswith("inference on CUDA"):
+            raise RuntimeError(f"CUDA required, proposals ran elsewhere: {result['device']}")
         s["proposals"] = proposals
         return f"{len(proposals)} proposals on {result['images']} images{note}; {result['device']}"
 
@@ -300,6 +340,8 @@ def _run_checks(checks: _Checks, tmp: Path) -> None:
 
     checks.run("qt", qt)
     checks.run("runtime", runtime)
+    if os.environ.get("SPECULA_CUDA_ADDON") or s["require_cuda"]:
+        checks.run("cuda-addon", cuda_addon)
     checks.run("torch", torch)
     checks.run("sample", sample)
     checks.run("model", model, needs=("sample",))

@@ -524,3 +524,210 @@ def test_real_palette_and_gray_pngs_load():
     assert pal.original.ndim == 3 and gray.original.ndim == 2
     _assert_display(pal)
     _assert_display(gray)
+
+
+# ------------------------------------------------------------------ OpenCV decoding
+def _pillow_decode(path: Path) -> np.ndarray:
+    """What ``load_image`` gave before OpenCV decoded the common files: Pillow, EXIF
+    orientation applied, RGB."""
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+def _with_jpeg_exif(src: Path, dst: Path, orientation: int) -> Path:
+    """``src``'s JPEG bytes with an EXIF segment carrying ``orientation`` put right after
+    the start-of-image marker: the same coded pixels, no re-encoding."""
+    payload = _exif(orientation).tobytes()
+    if not payload.startswith(b"Exif\x00\x00"):
+        payload = b"Exif\x00\x00" + payload
+    data = src.read_bytes()
+    assert data[:2] == b"\xff\xd8"
+    dst.write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:])
+    return dst
+
+
+def _real_jpegs(n_per_set: int = 4) -> list[Path]:
+    found = []
+    for name in ("glass-gdd", "mirror-msd", "cracks-cfd", "cracks-deepcrack"):
+        folder = DATA / name / "image"
+        found += sorted(folder.glob("*.jpg"))[:n_per_set]
+    if not found:
+        pytest.skip(f"no real JPEGs under {DATA} (set SPECULA_DATA)")
+    return found
+
+
+def test_real_jpegs_decode_with_opencv_to_pillows_pixels():
+    for path in _real_jpegs():
+        img = load_image(path)
+        _assert_display(img)
+        expected = _pillow_decode(path)
+        with Image.open(path) as im:
+            mode = im.mode
+        if mode == "RGB":
+            assert img.decoder == "opencv", path
+            assert img.rgb is img.original and img.rgb.flags["OWNDATA"], "decoded into the kept array, no copy"
+        np.testing.assert_array_equal(img.rgb, expected, err_msg=str(path))
+
+
+def test_real_rgb_pngs_decode_with_opencv_to_pillows_pixels():
+    paths = [_data("formats/labelme-examples/tutorial/apc2016_obj3/img.png"), _data("formats/sahi-coco/terrain4.png")]
+    for path in paths:
+        img = load_image(path)
+        assert img.decoder == "opencv"
+        np.testing.assert_array_equal(img.rgb, _pillow_decode(path), err_msg=str(path))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_real_jpeg_with_orientation_tag_equals_pillows_exif_transpose(tmp_path, orientation):
+    src = _data("glass-gdd") / "image" / "1000.jpg"
+    path = _with_jpeg_exif(src, tmp_path / f"o{orientation}.jpg", orientation)
+    img = load_image(path)
+    assert img.decoder == "opencv" and img.orientation == orientation
+    np.testing.assert_array_equal(img.rgb, _pillow_decode(path))
+    assert img.size == image_size(path) == check_image(path)
+    assert img.rgb.flags["C_CONTIGUOUS"]
+
+
+@pytest.mark.parametrize("fmt, kw", [("webp", {"quality": 80}), ("webp", {"lossless": True}), ("bmp", {})])
+def test_real_photo_as_webp_and_bmp_decodes_to_pillows_pixels(tmp_path, fmt, kw):
+    src = _data("glass-gdd") / "image" / "1003.jpg"
+    path = tmp_path / f"a.{fmt}"
+    Image.open(src).save(path, **kw)
+    img = load_image(path)
+    assert img.decoder == "opencv"
+    np.testing.assert_array_equal(img.rgb, _pillow_decode(path))
+
+
+def test_what_opencv_would_change_stays_with_pillow(tmp_path):
+    gray = _save(tmp_path / "g.jpg", _pattern()[..., 0])
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(_pattern()).convert("CMYK").save(cmyk)
+    bgrx = _save(tmp_path / "x.bmp", np.dstack([_pattern(), np.full((24, 36), 255, np.uint8)]))  # 32-bit BMP
+    frames = [Image.fromarray(_pattern()), Image.fromarray(255 - _pattern())]
+    anim = tmp_path / "anim.png"
+    frames[0].save(anim, save_all=True, append_images=frames[1:])
+    for path in (gray, cmyk, bgrx, anim):
+        img = load_image(path)
+        assert img.decoder == "pillow", path
+        np.testing.assert_array_equal(img.rgb, _pillow_decode(path), err_msg=str(path))
+
+
+def test_a_header_opencv_refuses_falls_back_to_pillow(tmp_path, monkeypatch):
+    """``cv2.imread`` into an array returns that array untouched, saying nothing, when its
+    decoder refuses the header: the picture must still be the file's, from Pillow."""
+    path = _save(tmp_path / "a.png", _pattern())
+    monkeypatch.setattr(cv2, "imread", lambda filename, dst, flags: dst)
+    img = load_image(path)
+    assert img.decoder == "pillow"
+    np.testing.assert_array_equal(img.rgb, _pattern())
+
+
+def test_corrupt_data_opencv_cannot_decode_gets_pillows_reason(tmp_path):
+    src = _data("glass-gdd") / "image" / "1000.jpg"
+    data = bytearray(src.read_bytes())
+    data[200:210] = b"\xff" * 10  # a broken table in the header segments
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageReadError) as err:
+        load_image(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: ") and "corrupt" in msg and "\n" not in msg
+
+
+def _peak_growth_of_load(path: Path) -> float:
+    """Peak resident-set growth of ``load_image(path)`` in a fresh interpreter, in bytes,
+    over the decoded image's bytes."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gc\n"
+        "from pathlib import Path\n"
+        "import numpy as np, cv2, PIL.Image\n"
+        "from annotation.images import load_image\n"
+        "def status(key):\n"
+        "    for line in Path('/proc/self/status').read_text().splitlines():\n"
+        "        if line.startswith(key): return int(line.split()[1]) * 1024\n"
+        "load_image(sys.argv[1] + '.small.jpg')\n"  # imports and first-use allocations
+        "gc.collect(); base = status('VmRSS')\n"
+        "Path('/proc/self/clear_refs').write_text('5')\n"
+        "img = load_image(sys.argv[1])\n"
+        "print((status('VmHWM') - base) / img.rgb.nbytes)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=REPO, capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip())
+
+
+def test_decoding_a_large_jpeg_holds_one_image_at_the_peak(tmp_path):
+    """Pillow held the pixels at 4 bytes each and copied them into numpy (2.3x the image
+    at the peak); ``cv2.imdecode`` returns a copy of its own buffer (2x)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pytest.skip("the peak resident set cannot be reset here (Linux /proc/self/clear_refs)")
+    src = cv2.imread(str(_data("glass-gdd") / "image" / "1000.jpg"))
+    path = tmp_path / "big.jpg"
+    cv2.imwrite(str(path), cv2.resize(src, (4000, 3000), interpolation=cv2.INTER_CUBIC))
+    cv2.imwrite(str(path) + ".small.jpg", src[:64, :64])
+    assert _peak_growth_of_load(path) < 1.3
+
+
+# ------------------------------------------------------------------ zoomed-out level
+def test_preview_level_is_the_mean_of_whole_blocks():
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (37, 50, 3), dtype=np.uint8)
+    low = images.preview_level(rgb, 4)
+    assert low.shape == (9, 12, 3) and low.flags["C_CONTIGUOUS"]
+    blocks = rgb[:36, :48].reshape(9, 4, 12, 4, 3).astype(float).mean(axis=(1, 3))
+    assert np.abs(low.astype(float) - blocks).max() <= 0.5 + 1e-9
+    assert images.preview_level(rgb[:2], 4).shape == (1, 12, 3)  # a side shorter than the factor
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_reduced_decode_of_a_real_jpeg_matches_its_full_decode(tmp_path, orientation):
+    src = _data("glass-gdd") / "image" / "1000.jpg"
+    path = _with_jpeg_exif(src, tmp_path / f"o{orientation}.jpg", orientation)
+    full = load_image(path).rgb
+    low = images.decode_reduced(path, 4)
+    H, W = full.shape[:2]
+    assert low.shape == (-(-H // 4), -(-W // 4), 3) and low.flags["C_CONTIGUOUS"]
+    # the DCT-domain reduction and the block mean of the full decode are the same picture
+    diff = np.abs(low[: H // 4, : W // 4].astype(int) - images.preview_level(full, 4))
+    assert diff.mean() < 2.0
+
+
+def test_reduced_decode_only_for_rgb_jpegs(tmp_path):
+    assert images.decode_reduced(_save(tmp_path / "a.png", _pattern()), 4) is None
+    assert images.decode_reduced(_save(tmp_path / "g.jpg", _pattern()[..., 0]), 4) is None
+    assert images.decode_reduced(_save(tmp_path / "c.jpg", _pattern()), 3) is None  # libjpeg scales by 1/2, 1/4, 1/8
+    assert images.decode_reduced(tmp_path / "missing.jpg", 4) is None
+
+
+def test_load_levels_gives_the_image_and_its_level(tmp_path):
+    jpg = _data("glass-gdd") / "image" / "1000.jpg"
+    img, low = images.load_levels(jpg, 4, min_side=1024)
+    np.testing.assert_array_equal(img.rgb, load_image(jpg).rgb)
+    assert low.shape == (256, 320, 3)
+    np.testing.assert_array_equal(low, images.decode_reduced(jpg, 4))  # the DCT-domain level
+    png = tmp_path / "a.png"
+    cv2.imwrite(str(png), cv2.imread(str(jpg))[:, :1030])
+    img, low = images.load_levels(png, 4, min_side=1024)
+    np.testing.assert_array_equal(low, images.preview_level(img.rgb, 4))  # made from the full decode
+    assert images.load_levels(png, 4, min_side=1030)[1] is None  # small enough to draw without a level
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(jpg.read_bytes()[:50_000])
+    with pytest.raises(ImageReadError, match="truncated"):
+        images.load_levels(cut, 4, min_side=16)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_levels_keep_the_pixel_limit_checked_from_the_header(tmp_path, monkeypatch):
+    jpg = _data("glass-gdd") / "image" / "1000.jpg"
+    with pytest.raises(ImageReadError, match="too large"):
+        images.load_levels(jpg, 4, min_side=16, max_pixels=1280 * 1024 - 1)
+    assert images.decode_reduced(jpg, 4, max_pixels=1280 * 1024 - 1) is None
+    monkeypatch.delenv(images.MAX_PIXELS_ENV, raising=False)
+    huge = _png_header_only(tmp_path / "huge.png", 20_000, 20_000)  # 400 megapixels, a token of data
+    with pytest.raises(ImageReadError, match="too large"):
+        images.load_levels(huge, 4, min_side=16)

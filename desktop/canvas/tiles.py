@@ -2,7 +2,10 @@
 
 Full resolution tiles are ``QImage``s that *reference* slices of the one RGB array
 (no copy); a quarter-resolution level (1/16 of the bytes) serves zoomed-out views, so
-a 25-megapixel photo costs its RGB array plus about 6 %.
+a 25-megapixel photo costs its RGB array plus about 6 %. The level comes ready-made
+from the image loader's worker (``annotation.images.load_levels``): made here, it
+would cost the GUI thread a resize of the whole photo (40 ms at 25 megapixels) before
+the first paint. Only an item given no level makes its own.
 
 A display adjustment (brightness, contrast, gamma: ``desktop.canvas.display``) is a
 256-entry table applied while painting, to whichever is smaller: the source pixels of
@@ -23,8 +26,11 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QImage, QPainter, QTransform
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem
 
+from annotation.images import preview_level
+
 TILE = 512
 LOW_FACTOR = 4  # the zoomed-out level is 1/LOW_FACTOR of the size in each direction
+LOW_MIN_SIDE = 2 * TILE  # photos whose longer side is at most this have no zoomed-out level
 # source pixels drawn beyond the exposed area, so that smooth scaling at its edge samples
 # real neighbours rather than the clamped edge of a cropped buffer
 MARGIN = 2
@@ -39,19 +45,37 @@ def _tile_image(arr: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> QImage:
     return QImage(flat[off:], x1 - x0, y1 - y0, w * 3, QImage.Format.Format_RGB888)
 
 
-class TiledImageItem(QGraphicsItem):
-    """Draws an (H, W, 3) uint8 RGB array; only the tiles the view exposes are drawn."""
+def check_low_level(low: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``low`` as the zoomed-out level of a photo of ``size`` (H, W): uint8 RGB of
+    ``H / LOW_FACTOR`` rows rounded down or up (a resize by whole blocks, or libjpeg's
+    scaled decode) and as many columns, C-contiguous. ``ValueError`` otherwise."""
+    h, w = size
+    ok_h = (h // LOW_FACTOR, -(-h // LOW_FACTOR))
+    ok_w = (w // LOW_FACTOR, -(-w // LOW_FACTOR))
+    if low.dtype != np.uint8 or low.ndim != 3 or low.shape[2] != 3 or low.shape[0] not in ok_h \
+            or low.shape[1] not in ok_w:
+        raise ValueError(f"a zoomed-out level of {w} x {h} pixels must be ({ok_h[0]} or {ok_h[1]}, "
+                         f"{ok_w[0]} or {ok_w[1]}, 3) uint8, not {low.shape} {low.dtype}")
+    return np.ascontiguousarray(low)
 
-    def __init__(self, rgb: np.ndarray):
+
+class TiledImageItem(QGraphicsItem):
+    """Draws an (H, W, 3) uint8 RGB array; only the tiles the view exposes are drawn.
+
+    ``low``: the zoomed-out level prebuilt in the loader's worker (see ``check_low_level``);
+    a photo with a longer side over ``LOW_MIN_SIDE`` given none gets one made here.
+    """
+
+    def __init__(self, rgb: np.ndarray, low: Optional[np.ndarray] = None):
         super().__init__()
         self.rgb = np.ascontiguousarray(rgb)
         h, w = self.rgb.shape[:2]
         self._w, self._h = w, h
-        self.low = None
-        if max(h, w) > 2 * TILE:
-            self.low = np.ascontiguousarray(
-                cv2.resize(self.rgb, (max(1, w // LOW_FACTOR), max(1, h // LOW_FACTOR)), interpolation=cv2.INTER_AREA)
-            )
+        self.low: Optional[np.ndarray] = None
+        if low is not None:
+            self.low = check_low_level(low, (h, w))
+        elif max(h, w) > LOW_MIN_SIDE:
+            self.low = preview_level(self.rgb, LOW_FACTOR)
         self.lut: Optional[np.ndarray] = None
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption, True)
         self.setZValue(-1)

@@ -113,8 +113,9 @@ class CanvasView(QGraphicsView):
         self.problem.setGeometry(self.viewport().rect())
         self.minimap.follow()  # its corner and size follow the canvas
 
-    def set_image(self, rgb) -> None:
-        """Show an (H, W, 3) uint8 RGB array and the session's instances."""
+    def set_image(self, rgb, low=None) -> None:
+        """Show an (H, W, 3) uint8 RGB array and the session's instances; ``low`` is its
+        zoomed-out level when the loader made it off the GUI thread."""
         self.problem.hide()
         if self.tool is not None:
             self.tool.cancel()
@@ -131,7 +132,7 @@ class CanvasView(QGraphicsView):
         if rgb is None:
             self.minimap.set_source(None)
             return
-        self.image_item = TiledImageItem(rgb)
+        self.image_item = TiledImageItem(rgb, low)
         self.scene().addItem(self.image_item)
         h, w = rgb.shape[:2]
         item = self.image_item
