@@ -1,12 +1,24 @@
-"""Proposal latency of the engine with a small conv ONNX model, and its overhead over a bare session.
+"""Engine overhead over the bare ONNX Runtime session, on real photos with the shipped models
+and on a synthetic image with a tiny model, and the throughput of a project run.
 
-    .venv/bin/python bench/bench_inference.py [--repeats N] [--big-side 5000] [--device cpu]
+    .venv/bin/python bench/bench_inference.py [--photos 20] [--repeats 20] [--device cpu]
 
-Prints the latency of ``Engine.propose`` on a 1024x1024 image (one tile) and on a
-25-megapixel image (tiled, 1024 tiles with 128 overlap), and, on the same 1024x1024
-input in the same run, the time of a bare ``InferenceSession.run`` so that the engine's
-overhead (normalisation, activation, thresholding, components, proposals) is a ratio.
-Needs the ``onnx`` package to build the model (no torch).
+Everything is measured in one run and interleaved (the machine is shared):
+
+- shipped models, each on ``--photos`` real photos (``mirror-glass-semantic`` on GDD,
+  ``cracks-semantic`` on DeepCrack and CrackForest, from ``../shared/data`` or
+  ``$SPECULA_DATA``): per photo, ``--repeats`` pairs of (the bare ``InferenceSession.run``
+  on exactly the tensors the pipeline feeds it, both flip passes where the pipeline runs
+  flip test-time augmentation) and (``Engine.propose`` on the same photo, same session,
+  result cache bypassed); the overhead of each pair is ``engine / bare - 1``, in wall
+  time and in process CPU time; printed: the median and the 10th-90th percentiles over
+  all pairs, and the reference path (``full_resolution``) the same way for comparison;
+- the tiny 3-layer conv model on a 1024 x 1024 image (and a 25-MP tiled image), as before;
+- images per second of a project run (``inference.propose.image_proposals``) with the
+  post-processing of each image overlapped with the next image's network pass, against
+  the same run without (``overlap=False``), alternating runs.
+
+Needs the ``onnx`` package to build the tiny model (no torch).
 """
 from __future__ import annotations
 
@@ -88,48 +100,159 @@ def timed(fn, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
     return out
 
 
-def shipped_overhead(args: argparse.Namespace) -> None:
-    """The same comparison with the shipped default model (a real network, fixed input size).
+def data_root() -> Path:
+    import os
 
-    The engine resizes the 1024x1024 photo to the model's input, runs it, resizes the
-    probabilities back and splits them into proposals; the bare run is the session alone
-    on the already-resized input.
-    """
-    reg = Registry.default()
-    names = [n for n in reg.names() if n == args.shipped]
-    if not names:
-        print(f"(no shipped model {args.shipped}; skipping the real-model comparison)")
-        return
-    engine = Engine(reg, device=args.device)
-    pipe = engine.pipeline(args.shipped)
-    sess = pipe._sess  # type: ignore[attr-defined]
-    img = synthetic_image(1024, 1024, seed=3)
-    h, w = pipe.manifest.input_size
+    return Path(os.environ.get("SPECULA_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+# the photos each shipped model is measured on (the glass model's test split also holds mirror photos)
+PHOTO_SETS = {"mirror-glass-semantic": ("glass-gdd",), "cracks-semantic": ("cracks-deepcrack", "cracks-cfd")}
+
+
+def held_out_photos(pipe, n: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """The first ``n`` of the model's test images (never seen in training), per data set in turn."""
+    sets = PHOTO_SETS.get(pipe.info.name)
+    keys = [k for k in pipe.manifest.training.get("data", {}).get("test_image_keys", [])
+            if (data_root() / k).is_file() and (sets is None or k.split("/")[0] in sets)]
+    by_set: dict[str, list[str]] = {}
+    for k in keys:
+        by_set.setdefault(k.split("/")[0], []).append(k)
+    out: list[str] = []
+    while len(out) < n and any(by_set.values()):
+        for name in sorted(by_set):
+            if by_set[name] and len(out) < n:
+                out.append(by_set[name].pop(0))
+    return out
+
+
+def read_rgb(path: Path) -> np.ndarray:
     import cv2
 
-    x = normalize(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA), pipe.manifest)
-    feed = {sess.get_inputs()[0].name: x}
-    sess.run(None, feed)
-    engine.propose(img, model=args.shipped, image_key="warm")
+    return np.ascontiguousarray(cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1])
+
+
+def spread(values: list[float]) -> str:
+    p10, p50, p90 = np.percentile(values, [10, 50, 90])
+    return f"median {100 * p50:.1f} % (10th-90th percentile {100 * p10:.1f} to {100 * p90:.1f} %)"
+
+
+def shipped_overhead(engine: Engine, name: str, args: argparse.Namespace) -> None:
+    """Engine overhead on real photos: ``Engine.propose`` against the bare session runs it makes.
+
+    The bare side is the session alone on the very tensors the pipeline prepared for the
+    photo (resized or padded, normalised, and the mirrored copy with flip TTA), so the
+    overhead is everything the engine adds: reading the photo's pixels into the network's
+    input, activation, post-processing into proposals.
+    """
+    try:
+        pipe = engine.pipeline(name)
+    except Exception as exc:  # noqa: BLE001 - a missing shipped model is reported, not fatal
+        print(f"(no shipped model {name}: {exc})")
+        return
+    photos = held_out_photos(pipe, args.photos)
+    if not photos:
+        print(f"({name}: none of its test photos is under {data_root()}; skipped)")
+        return
+    sess = pipe._sess  # type: ignore[attr-defined]
+    feed_name = sess.get_inputs()[0].name
     counter = iter(range(10**9))
-    bare, eng = [], []
-    for _ in range(args.repeats):
-        bare += timed(lambda: sess.run(None, feed), 1)
-        eng += timed(lambda: engine.propose(img, model=args.shipped, image_key=f"s{next(counter)}"), 1)
-    b, e = statistics.median(bare), statistics.median(eng)
-    print(f"{args.shipped}@{pipe.info.version} ({h}x{w} input) on 1024x1024: bare InferenceSession.run "
-          f"{b * 1000:.1f} ms, Engine.propose {e * 1000:.1f} ms, overhead {100 * (e - b) / b:.1f} % "
-          f"(median of {args.repeats})")
+    over_wall: list[float] = []
+    over_cpu: list[float] = []
+    ref_wall: list[float] = []
+    bare_ms: list[float] = []
+    eng_ms: list[float] = []
+    counts: list[int] = []
+    for key in photos:
+        rgb = read_rgb(data_root() / key)
+        inputs: list[np.ndarray] = []
+        run = pipe._run  # type: ignore[attr-defined]
+        pipe._run = lambda x: (inputs.append(x.copy()), run(x))[1]  # type: ignore[attr-defined]
+        counts.append(len(engine.propose(rgb, model=name, image_key=f"warm{next(counter)}")))
+        pipe._run = run  # type: ignore[attr-defined]
+
+        def bare() -> None:
+            for x in inputs:
+                sess.run(None, {feed_name: x})
+
+        def eng() -> None:
+            engine.propose(rgb, model=name, image_key=f"k{next(counter)}")
+
+        def ref() -> None:
+            engine.propose(rgb, model=name, params={"full_resolution": True}, image_key=f"r{next(counter)}")
+
+        for r in range(args.repeats):
+            (bw, bc), (ew, ec) = timed2(bare), timed2(eng)
+            over_wall.append(ew / bw - 1)
+            over_cpu.append(ec / bc - 1)
+            bare_ms.append(bw * 1000)
+            eng_ms.append(ew * 1000)
+            if r < args.ref_repeats:
+                (bw2, _), (rw, _) = timed2(bare), timed2(ref)
+                ref_wall.append(rw / bw2 - 1)
+    size = "x".join(map(str, pipe._fixed)) + " input" if pipe._fixed else "native resolution, padded to 32"  # type: ignore[attr-defined]
+    flip = ", flip TTA (2 passes)" if pipe.params()["flip_tta"] else ""
+    sets = sorted({k.split("/")[0] for k in photos})
+    print(f"{name}@{pipe.info.version} ({size}{flip}) on {len(photos)} held-out photos of {', '.join(sets)}, "
+          f"{args.repeats} interleaved pairs each ({sum(counts)} proposals in all):")
+    print(f"  bare session.run median {statistics.median(bare_ms):.1f} ms, Engine.propose median "
+          f"{statistics.median(eng_ms):.1f} ms")
+    print(f"  engine overhead, wall: {spread(over_wall)}; CPU time: {spread(over_cpu)}")
+    if ref_wall:
+        print(f"  the reference path (full_resolution=True), wall: {spread(ref_wall)} "
+              f"({args.ref_repeats} pairs per photo)")
+
+
+def timed2(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """(wall, process CPU) seconds of one call."""
+    c, t = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def project_throughput(engine: Engine, name: str, args: argparse.Namespace) -> None:
+    """Images per second of ``image_proposals`` over the photos, with and without overlap."""
+    from annotation.document import ImageRecord
+    from inference.propose import image_proposals
+
+    try:
+        pipe = engine.pipeline(name)
+    except Exception:  # noqa: BLE001
+        return
+    photos = held_out_photos(pipe, args.photos)
+    if not photos:
+        return
+    rate: dict[bool, list[float]] = {True: [], False: []}
+    for run in range(2 * args.runs):
+        overlap = run % 2 == 0
+        # a fresh key per image and run: the engine's result cache never answers
+        records = [ImageRecord(k, 0, 0, id=i + 1, sha1=f"run{run}-{i}") for i, k in enumerate(photos)]
+        t = time.perf_counter()
+        n = sum(1 for _ in image_proposals(data_root(), records, engine, name, overlap=overlap))
+        rate[overlap].append(n / (time.perf_counter() - t))
+    on, off = statistics.median(rate[True]), statistics.median(rate[False])
+    print(f"project run, {name} on {len(photos)} photos (read, propose; median of {args.runs} alternating runs): "
+          f"{on:.2f} images/s with post-processing overlapped, {off:.2f} without ({on / off:.2f}x)")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--big-side", type=int, default=5000, help="side of the square large image (5000 = 25 MP)")
     ap.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--width", type=int, default=8, help="channels of the hidden conv layers (even)")
-    ap.add_argument("--shipped", default="mirror-glass-semantic", help="shipped model for the real-model comparison")
+    ap.add_argument("--shipped", nargs="*", default=["mirror-glass-semantic", "cracks-semantic"],
+                    help="shipped models for the real-photo comparison")
+    ap.add_argument("--photos", type=int, default=20, help="real photos per shipped model")
+    ap.add_argument("--ref-repeats", type=int, default=3, help="pairs per photo against the reference path")
+    ap.add_argument("--runs", type=int, default=3, help="project runs each way")
     args = ap.parse_args()
+    shipped = Engine(Registry.default(), device=args.device)
+    print(shipped.device_report)
+    for name in args.shipped:
+        shipped_overhead(shipped, name, args)
+    for name in args.shipped:
+        project_throughput(shipped, name, args)
     with tempfile.TemporaryDirectory() as tmp:
         w = build_model(Path(tmp) / "w" / "model.onnx", args.width)
         reg = Registry(Path(tmp) / "reg")
@@ -147,17 +270,24 @@ def main() -> int:
         engine.propose(img, image_key="warm")
         counter = iter(range(10**9))
         # interleave so both see the same machine load (the machine is shared)
-        bare, eng = [], []
-        for _ in range(args.repeats):
-            bare += timed(lambda: sess.run(None, {"image": x}), 1)
-            eng += timed(lambda: engine.propose(img, image_key=f"k{next(counter)}"), 1)
+        bare, eng, over, over_ref = [], [], [], []
+        for r in range(args.repeats):
+            (bw, _), (ew, _) = timed2(lambda: sess.run(None, {"image": x})), \
+                timed2(lambda: engine.propose(img, image_key=f"k{next(counter)}"))
+            bare.append(bw)
+            eng.append(ew)
+            over.append(ew / bw - 1)
+            if r < args.repeats // 2:
+                (bw, _), (rw, _) = timed2(lambda: sess.run(None, {"image": x})), \
+                    timed2(lambda: engine.propose(img, params={"full_resolution": True}, image_key=f"r{next(counter)}"))
+                over_ref.append(rw / bw - 1)
         n_props = len(engine.propose(img, image_key="count"))
         b, e = statistics.median(bare), statistics.median(eng)
         print(f"1024x1024: bare InferenceSession.run {b * 1000:.1f} ms, Engine.propose {e * 1000:.1f} ms "
-              f"({n_props} proposals), overhead {100 * (e - b) / b:.1f} % (median of {args.repeats})")
+              f"({n_props} proposals); overhead {spread(over)} over {args.repeats} pairs; "
+              f"reference path {spread(over_ref)}")
         cached = timed(lambda: engine.propose(img, image_key="count"), 3)
         print(f"1024x1024 cached result: {statistics.median(cached) * 1000:.2f} ms")
-        shipped_overhead(args)
         big = synthetic_image(args.big_side, args.big_side, seed=2)
         tiles: list[int] = []
         t = time.perf_counter()

@@ -16,6 +16,7 @@ import numpy as np
 
 from inference.pipelines import PIPELINES, Pipeline, Runtimes, build_pipeline
 from inference.pipelines.prompt import GrabCutPromptSession, PromptSession, SamPromptSession, pixels_key
+from inference.pipelines.prompt_choice import PROMPT_TASKS, choose_prompt_model, open_prompt_session
 from inference.proposal import Proposal
 from inference.registry import ModelError, ModelInfo, Registry, check_files
 from inference.runtime import OnnxRuntime, TorchRuntime
@@ -158,46 +159,79 @@ class Engine:
         Returns:
             Proposals (fresh copies; the caller may edit their masks), best score first.
         """
+        return self.start_propose(image_rgb, model, version, params, cancel, progress, image_key)()
+
+    def start_propose(
+        self,
+        image_rgb: np.ndarray,
+        model: Optional[str] = None,
+        version: Optional[str] = None,
+        params: Optional[Mapping[str, Any]] = None,
+        cancel: object = None,
+        progress: Progress = None,
+        image_key: Optional[str] = None,
+    ) -> Callable[[], list[Proposal]]:
+        """``propose`` in two steps: the network pass now, in the caller's thread, and the
+        rest (post-processing into proposals) in the returned function, which may run in
+        another thread while the caller starts the next image's network pass (ONNX Runtime
+        releases the GIL during ``run``; the post-processing is mostly OpenCV and numpy,
+        which release it too). Arguments and result are ``propose``'s.
+        """
         pipe = self.pipeline(model, version)
         key = (image_key or pixels_key(image_rgb), pipe.info.name, pipe.info.version, _freeze(params))
         with self._lock:
             hit = self._results.get(key)
             if hit is not None:
                 self._results.move_to_end(key)
-                return [p.copy() for p in hit]
-        result = pipe.propose(image_rgb, params, cancel, progress)
-        with self._lock:
-            self._results[key] = result
-            while len(self._results) > self._cache_items:
-                self._results.popitem(last=False)
-        return [p.copy() for p in result]
+                return lambda: [p.copy() for p in hit]
+        finish = pipe.propose_steps(image_rgb, params, cancel, progress)
+
+        def finished() -> list[Proposal]:
+            result = finish()
+            with self._lock:
+                self._results[key] = result
+                while len(self._results) > self._cache_items:
+                    self._results.popitem(last=False)
+            return [p.copy() for p in result]
+
+        return finished
 
     # ---------------------------------------------------------------- prompting
     def prompt_session(self, model: Optional[str] = None, version: Optional[str] = None) -> PromptSession:
-        """A prompt session: the named (or first active) prompt model, else GrabCut.
+        """A prompt session: the named model, else the registry's choice
+        (``inference.pipelines.prompt_choice``: a SAM-family pair the user registered, then
+        the user's or the shipped click-refinement model), else GrabCut.
 
-        A prompt model that fails to load falls back to GrabCut with a message, so the
-        click tool always works.
+        A model that fails to load falls back to GrabCut with a message (said once), so the
+        click tool always works. Sessions are cached per model version; the choice is made
+        again on every call, so a newly published click model is used at the next click.
         """
-        infos = [i for i in self.registry.list() if i.task == "prompt"]
         if model is None and version is None:
-            names = sorted({i.name for i in infos})
-            if not names:
-                return GrabCutPromptSession()
-            model = names[0]
-        info = self.registry.get(model, version) if model else None
-        if info is None or info.task != "prompt":
-            raise ModelError(f"{model} is not a prompt model (task {info.task if info else '?'})")
-        key = (info.name, info.version)
+            info = choose_prompt_model(self.registry)
+        else:
+            info = self.registry.get(model or "", version)
+            if info.task not in PROMPT_TASKS:
+                raise ModelError(f"{model} is not a prompt model (task {info.task})")
         with self._lock:
+            if info is None:
+                return self._grabcut()
+            key = (info.name, info.version)
             if key not in self._prompt:
+                if self._failed.get(key) == info.stamp():
+                    return self._grabcut()  # already refused this exact version; said so then
                 try:
-                    check_files(info)
-                    self._prompt[key] = SamPromptSession(info, self.runtimes)
+                    self._prompt[key] = open_prompt_session(info, self.runtimes)
                 except ModelError as exc:
+                    self._failed[key] = info.stamp()
                     self._say(f"{info.name}@{info.version} could not be loaded, using GrabCut: {exc}")
-                    return GrabCutPromptSession()
+                    return self._grabcut()
             return self._prompt[key]
+
+    def _grabcut(self) -> PromptSession:
+        key = ("grabcut", "opencv")
+        if key not in self._prompt:
+            self._prompt[key] = GrabCutPromptSession()
+        return self._prompt[key]
 
     def close(self) -> None:
         for s in self._prompt.values():

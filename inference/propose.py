@@ -113,15 +113,23 @@ def image_proposals(
     progress: Optional[Callable[[int, int, str], None]] = None,
     cancel: object = None,
     on_message: Optional[Callable[[str], None]] = None,
+    overlap: bool = True,
 ) -> Iterator[ImageProposals]:
     """Run the engine on ``records`` (images under the folder ``root``), yielding each
-    image's proposals; touches no database, so it may run in any thread or process.
+    image's proposals in the order of ``records``; touches no database, so it may run in
+    any thread or process.
 
     Unreadable images and images the model cannot take are skipped (recorded in
     ``summary.skipped``); ``cancel`` (Event or callable) stops between images and inside
-    tiled inference; ``progress(done, total, path)`` follows every image. Raises
-    ``ModelError`` when the model cannot load at all, before any image is read.
+    tiled inference (the images before the one it stops are still yielded);
+    ``progress(done, total, path)`` follows every image. Raises ``ModelError`` when the
+    model cannot load at all, before any image is read.
+
+    ``overlap``: post-process image k in a worker thread while image k + 1 is read and
+    goes through the network (``Engine.start_propose``), and while the caller stores
+    image k - 1's result; results, skips and progress keep the order of ``records``.
     """
+    from concurrent.futures import Future, ThreadPoolExecutor
     from pathlib import Path
 
     from annotation.images import ImageReadError, image_sha1, load_image
@@ -132,37 +140,68 @@ def image_proposals(
     pipe = engine.pipeline(model, version)  # fail early, before touching any image
     summary.model, summary.version = pipe.info.name, pipe.info.version
     total = len(records)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specula-postprocess") if overlap else None
+    # images begun but not handed over yet, in order: (index, record, started, sha1, the
+    # finishing step: a Future with overlap, a function without, or the reason it was skipped)
+    waiting: list[tuple[int, ImageRecord, float, Optional[str], Any]] = []
+
+    def settle(item: tuple[int, ImageRecord, float, Optional[str], Any]) -> Iterator[ImageProposals]:
+        i, rec, t0, sha1, finish = item
+        try:
+            if isinstance(finish, Exception):
+                raise finish
+            proposals = finish.result() if isinstance(finish, Future) else finish()
+        except (ImageReadError, OSError, ValueError) as exc:
+            # an unreadable file, or an image the model cannot take: the others go on
+            summary.skipped[rec.path] = str(exc)
+            say(f"skipped {rec.path}: {exc}")
+        else:
+            name, ver = summary.model, summary.version
+            if proposals:
+                name, ver = proposals[0].model, proposals[0].version
+            summary.model, summary.version = name, ver
+            summary.images += 1
+            summary.proposals += len(proposals)
+            yield ImageProposals(rec.id, rec.path, instances_from_proposals(rec.id, proposals), name, ver,  # type: ignore[arg-type]
+                                 t0, sha1)
+        if progress:
+            progress(i + 1, total, rec.path)
+
     try:
         for i, rec in enumerate(records):
             if is_cancelled(cancel):
                 summary.cancelled = True
-                return
+                break
             path = Path(root) / rec.path
             t0 = time.time()
+            sha1: Optional[str] = None
             try:
                 loaded = load_image(path)
                 sha1 = None if rec.sha1 else image_sha1(path)
-                proposals = engine.propose(loaded.rgb, model, version, params, cancel=cancel,
-                                           image_key=rec.sha1 or sha1)
+                finish = engine.start_propose(loaded.rgb, model, version, params, cancel=cancel,
+                                              image_key=rec.sha1 or sha1)
             except Cancelled:
                 summary.cancelled = True
-                return
+                break
             except (ImageReadError, OSError, ValueError) as exc:
-                # an unreadable file, or an image the model cannot take: the others go on
-                summary.skipped[rec.path] = str(exc)
-                say(f"skipped {rec.path}: {exc}")
-            else:
-                name, ver = summary.model, summary.version
-                if proposals:
-                    name, ver = proposals[0].model, proposals[0].version
-                summary.model, summary.version = name, ver
-                summary.images += 1
-                summary.proposals += len(proposals)
-                yield ImageProposals(rec.id, rec.path, instances_from_proposals(rec.id, proposals), name, ver,  # type: ignore[arg-type]
-                                     t0, sha1)
-            if progress:
-                progress(i + 1, total, rec.path)
+                waiting.append((i, rec, t0, sha1, exc))  # said in its turn, after the images before it
+                if pool is None:
+                    yield from settle(waiting.pop())
+                continue
+            # this image's post-processing starts before the ones waiting are handed over
+            # (the caller stores them meanwhile)
+            step = pool.submit(finish) if pool is not None else finish
+            for item in waiting:
+                yield from settle(item)
+            waiting = [(i, rec, t0, sha1, step)]
+            if pool is None:
+                yield from settle(waiting.pop())
+        for item in waiting:
+            yield from settle(item)
+        waiting = []
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         for text in engine.messages:
             if text not in summary.messages:
                 summary.messages.append(text)

@@ -70,6 +70,18 @@ def _cuda_failure_reason() -> str:
     return "no usable CUDA GPU was found (driver missing, or the GPU is not supported)"
 
 
+def _no_provider_advice() -> str:
+    """What to do when this ONNX Runtime has no CUDA provider: a frozen field bundle gets it
+    from its CUDA add-on folder (the entry point says in ``SPECULA_CUDA_ADDON`` whether one
+    was loaded); an installed Specula from the onnxruntime-gpu package."""
+    import sys
+
+    if getattr(sys, "frozen", False):
+        return ("this bundle has no CUDA provider: copy the CUDA add-on folder (cuda-addon/, built by "
+                "`packaging/build.py cuda-addon`) beside the executable, or use the workstation bundle")
+    return "this onnxruntime has no CUDA provider (install onnxruntime-gpu)"
+
+
 def choose_providers(requested: str = "auto") -> DeviceReport:
     """Pick ONNX Runtime providers for ``requested`` in ``auto|cpu|cuda``; never raises for CUDA."""
     import onnxruntime as ort
@@ -80,7 +92,7 @@ def choose_providers(requested: str = "auto") -> DeviceReport:
     if requested == "cpu":
         return DeviceReport(requested, "cpu", cpu)
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        reason = "this onnxruntime has no CUDA provider (install onnxruntime-gpu)"
+        reason = _no_provider_advice()
         return DeviceReport(requested, "cpu", cpu, f"CUDA unavailable: {reason}" if requested == "cuda" else "")
     old = ort.get_default_logger_severity() if hasattr(ort, "get_default_logger_severity") else 2
     ort.set_default_logger_severity(4)  # the failure is reported below, in one line, not as a log dump

@@ -1,22 +1,42 @@
 """CAM trainer (003): a U-Net classifier trained on crops around weak clicks.
 
-Training set (003, section 4.1): five jittered crops (320 x 320 by default) around
-every positive click; negative crops sampled uniformly over the negative
-annotations so that each class has as many negatives as positives. Positive clicks
-come from ``weak_click`` interactions, plus one interior point per accepted
-instance when an image has accepted masks but no positive click; negatives from
-negative ``weak_click`` s and rejected proposals (and, only when a class has none,
-from background points of fully labelled images).
+Training set (003, section 4.1): five jittered crops around every positive click;
+negative crops sampled uniformly over the negative annotations so that each class has
+as many negatives as positives. A click labels the patch around it, so the crop is that
+patch (``training.datasets.click_patch_size``: a quarter of the images' shorter side,
+64-320 px; 320 is 003's crop on 5K photos, and on a 480 x 320 CrackForest photo it was
+the whole photo, so every crop around a clean click held the crack as well). Positive
+clicks come from ``weak_click`` interactions, plus one per crack patch of the accepted
+masks of an image that has accepted masks but no positive click; negatives from negative
+``weak_click`` s and rejected proposals (and, only when a class has none, from clean
+patches of fully labelled images, placed as ``expert_clicks`` places them).
 
-One binary output per class (003 trains one binary classifier per defect type; a
-crop labelled for one class says nothing about the others, so the other outputs
-are masked out of the loss). AdamW, lr 1e-4, weight decay 1e-2; the best
-checkpoint by validation F-measure (crops around the held-out images' clicks).
-Exported as TorchScript returning ``(logits (N, C), features (N, F, H, W))``.
+One binary output per class (003 trains one binary classifier per defect type; a crop
+labelled for one class says nothing about the others, so the other outputs are masked
+out of the loss). AdamW, lr 1e-4, weight decay 1e-2; the best checkpoint by validation
+F-measure (crops around the held-out images' clicks), ties to the lower validation loss.
+
+**The classifier has no bias.** The pipeline's CAM is Grad-CAM on the decoder features,
+``relu(sum_f w_cf A_f(x))``; the logit is the mean of ``w_c . A(x) + b_c`` over the
+pixels, so the CAM leaves the bias out. With a learnt bias the network is free to give
+every pixel a large positive ``w_c . A(x)`` and cancel it with a negative ``b_c``: the
+CAM is then positive everywhere and, normalised by its maximum and cut at 003's 0.1,
+covered 99 % of every image. With ``b_c = 0`` (frozen in training), a clean crop can
+only score low by making its pixels' ``w_c . A(x)`` negative, so the CAM (the per-pixel
+logit) is zero on clean surface and positive where the pixels say "defect". Clean crops
+also teach every one of their pixels directly (a clean patch is clean everywhere): a
+per-pixel term penalises any positive CAM inside them (``cam_loss``). After training
+the bias is set on whole training photos (``image_bias``) so that the pipeline's
+class gate passes photos holding the class; the CAM does not contain it.
+
+Exported as TorchScript returning ``(logits (N, C), features (N, F, H, W))``; the
+published figures are scored through ``CamPipeline`` itself.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -29,52 +49,79 @@ from training.common import (
     TrainOptions,
     apply_init,
     make_loader,
+    any_rank,
+    gather_rank_steps,
     start_run,
     wrap_ddp,
 )
-from training.datasets import Click, ImageLabels, ProjectData, _interior_point, load_project, read_rgb, split_by_image
+from training.datasets import (
+    Click,
+    ImageLabels,
+    ProjectData,
+    click_patch_size,
+    expert_clicks,
+    load_project,
+    read_rgb,
+    split_by_image,
+)
 from training.encoders.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_SOURCE
-from training.metrics_util import SegmentationMetrics, binary_f_measure
+from training.metrics_util import binary_f_measure
 
-CROP = 320
 CROPS_PER_CLICK = 5
+CALIBRATION_SIDE = 1024  # whole photos are brought down to this side for the bias calibration
+PIXEL_NEGATIVE_WEIGHT = 1.0  # weight of the per-pixel term of clean crops (see the module docstring)
 
 
-def effective_clicks(im: ImageLabels, classes: Sequence[str], rng: np.random.Generator) -> list[Click]:
+def crop_side(images: Sequence[ImageLabels], asked: Optional[int] = None) -> int:
+    """The training crop: ``asked`` (``--input-size``), else the click patch of the median image."""
+    if asked:
+        return int(asked)
+    if not images:
+        return click_patch_size((1280, 1280))
+    sides = sorted(min(im.size) for im in images)
+    mid = sides[len(sides) // 2]
+    return click_patch_size((mid, mid))
+
+
+def _class_mask(im: ImageLabels, cls: str) -> np.ndarray:
+    out = np.zeros(im.size, bool)
+    for name, mask in im.instances:
+        if name == cls:
+            out |= mask.to_full()
+    return out
+
+
+def effective_clicks(im: ImageLabels, classes: Sequence[str], patch: int) -> list[Click]:
     """The image's clicks plus those implied by its accepted masks (see the module docstring)."""
     clicks = [c for c in im.clicks if c.class_name in classes]
     have_pos = {c.class_name for c in clicks if c.positive}
-    for name, mask in im.instances:
-        if name in classes and name not in have_pos:
-            x, y = _interior_point(mask)
-            clicks.append(Click(x, y, True, name, "accepted"))
+    for cls in classes:
+        if cls in have_pos or not any(name == cls for name, _ in im.instances):
+            continue
+        clicks += [dataclasses.replace(c, source="accepted")
+                   for c in expert_clicks(_class_mask(im, cls), cls, patch) if c.positive]
     return clicks
 
 
-def background_clicks(im: ImageLabels, cls: str, n: int, rng: np.random.Generator) -> list[Click]:
-    """``n`` points outside every accepted mask of a fully labelled image."""
+def background_clicks(im: ImageLabels, cls: str, patch: int) -> list[Click]:
+    """Clean-patch points of a fully labelled image: one per patch whose surroundings hold
+    no accepted mask of any class (``expert_clicks`` on the union of the masks)."""
     if not im.fully_labelled:
         return []
-    h, w = im.size
-    occupied = np.zeros((h, w), bool)
-    for name, mask in im.instances:
+    occupied = np.zeros(im.size, bool)
+    for _, mask in im.instances:
         occupied |= mask.to_full()
-    ys, xs = np.nonzero(~occupied)
-    if len(xs) == 0:
-        return []
-    idx = rng.integers(0, len(xs), n)
-    return [Click(float(xs[i]), float(ys[i]), False, cls, "background") for i in idx]
+    return [dataclasses.replace(c, class_name=cls, source="background")
+            for c in expert_clicks(occupied, cls, patch) if not c.positive]
 
 
-def gather_clicks(images: Sequence[ImageLabels], classes: Sequence[str], seed: int) -> list[tuple[int, Click]]:
+def gather_clicks(images: Sequence[ImageLabels], classes: Sequence[str], patch: int) -> list[tuple[int, Click]]:
     """``(image index, click)`` pairs; background negatives only for classes without negatives."""
-    rng = np.random.default_rng(seed)
-    out = [(i, c) for i, im in enumerate(images) for c in effective_clicks(im, classes, rng)]
+    out = [(i, c) for i, im in enumerate(images) for c in effective_clicks(im, classes, patch)]
     for cls in classes:
         n_pos = sum(1 for _, c in out if c.class_name == cls and c.positive)
         if n_pos and not any(c.class_name == cls and not c.positive for _, c in out):
-            per = max(1, n_pos // max(1, len(images)))
-            out += [(i, c) for i, im in enumerate(images) for c in background_clicks(im, cls, per, rng)]
+            out += [(i, c) for i, im in enumerate(images) for c in background_clicks(im, cls, patch)]
     return out
 
 
@@ -92,21 +139,28 @@ def crop_around(rgb: np.ndarray, x: float, y: float, size: int) -> np.ndarray:
 class ClickCropDataset:
     """Balanced crops around clicks, re-jittered every epoch (``resample``).
 
-    Item: ``(image (3, S, S) float32 normalised, target (C,) float32, weight (C,) float32)``.
+    Positive crops move by up to a quarter of the crop (the clicked point stays well
+    inside), negative crops by up to an eighth (what ``expert_clicks`` leaves clean
+    around a negative click). Item: ``(image (3, S, S) float32 normalised, target (C,)
+    float32, weight (C,) float32)``.
     """
 
     def __init__(self, rgbs: list[np.ndarray], clicks: list[tuple[int, Click]], classes: Sequence[str],
-                 crop: int, seed: int, augment: bool = True, crops_per_click: int = CROPS_PER_CLICK):
+                 crop: int, seed: int, augment: bool = True, crops_per_click: int = CROPS_PER_CLICK,
+                 aug_seed: Optional[int] = None):
         self.rgbs, self.clicks, self.classes = rgbs, clicks, list(classes)
         self.crop, self.augment, self.per_click = crop, augment, crops_per_click
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        # the crops drawn depend on (seed, epoch) only, so every rank of a torchrun job holds
+        # the same list and the sampler splits it; flips and photometric changes may differ
+        self.aug_rng = np.random.default_rng(seed + 1 if aug_seed is None else aug_seed)
         self.items: list[tuple[int, float, float, int, bool]] = []
         self.resample()
 
-    def resample(self) -> None:
+    def resample(self, epoch: int = 0) -> None:
         """Draw this epoch's crops: jittered positives, as many negatives per class."""
+        self.rng = np.random.default_rng([self.seed, epoch])
         items = []
-        jitter = self.crop / 4 if self.augment else 0.0
         n = self.per_click if self.augment else 1
         for ci, cls in enumerate(self.classes):
             pos = [(i, c) for i, c in self.clicks if c.class_name == cls and c.positive]
@@ -119,6 +173,7 @@ class ClickCropDataset:
             else:
                 neg_items = [(i, c) for i, c in neg for _ in range(n)]
             for i, c in pos_items + neg_items:
+                jitter = (self.crop / 4 if c.positive else self.crop / 8) if self.augment else 0.0
                 dx, dy = (self.rng.uniform(-jitter, jitter, 2) if jitter else (0.0, 0.0))
                 items.append((i, c.x + dx, c.y + dy, ci, c.positive))
         self.items = items
@@ -132,11 +187,16 @@ class ClickCropDataset:
         i, x, y, ci, positive = self.items[k]
         patch = crop_around(self.rgbs[i], x, y, self.crop).astype(np.float32) / 255.0
         if self.augment:
-            if self.rng.random() < 0.5:
+            rng = self.aug_rng
+            if rng.random() < 0.5:
                 patch = patch[:, ::-1]
-            if self.rng.random() < 0.5:
+            if rng.random() < 0.5:
                 patch = patch[::-1]
-            patch = np.clip((patch - 0.5) * self.rng.uniform(0.8, 1.2) + 0.5 * self.rng.uniform(0.8, 1.2), 0, 1)
+            if rng.random() < 0.5:  # defects have no up: right-angle turns too
+                patch = patch.transpose(1, 0, 2)
+            # brightness / contrast (001's Multiply and ContrastNormalization ranges)
+            patch = np.clip((patch - 0.5) * rng.uniform(0.8, 1.2) + 0.5, 0, 1) * rng.uniform(0.8, 1.2)
+            patch = np.clip(patch, 0, 1)
         patch = (patch - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
         target = np.zeros(len(self.classes), np.float32)
         weight = np.zeros(len(self.classes), np.float32)
@@ -146,21 +206,52 @@ class ClickCropDataset:
         return x_t, torch.from_numpy(target), torch.from_numpy(weight)
 
 
-def classification_f(model, dataset: ClickCropDataset, device, batch: int = 8) -> dict[str, float]:
-    """Mean over classes of the F-measure (beta 1, threshold 0.5) and the accuracy on ``dataset``."""
+def cam_loss(model_out, fc_weight, target, weight, pixel_negative_weight: float = PIXEL_NEGATIVE_WEIGHT):
+    """003's crop classification loss plus the per-pixel term of clean crops.
+
+    ``model_out`` ``(logits (N, C), features (N, F, H, W))``; ``target``/``weight`` ``(N, C)``.
+    Classification: binary cross-entropy of each crop's logit for the class it was
+    labelled for. Clean crops: the mean over their pixels of ``relu(w_c . A(x))``, which
+    is their CAM: no pixel of clean surface may keep a positive CAM, even when the crop's
+    mean is negative. Only the positive part is penalised: pushing clean pixels further
+    below zero (a per-pixel cross-entropy) makes a crop with a thin crack, whose pooled
+    logit is a mean over mostly clean pixels, unable to score positive.
+    """
     import torch
+    from torch.nn import functional as F
+
+    logits, feats = model_out
+    cls = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum()
+    cls = cls / weight.sum().clamp_min(1)
+    if pixel_negative_weight <= 0:
+        return cls
+    neg = weight * (1.0 - target)  # (N, C): crops labelled clean for class c
+    if float(neg.sum()) == 0:
+        return cls + 0.0 * feats.sum()
+    pix = torch.einsum("cf,nfhw->nchw", fc_weight, feats)  # per-pixel logits (bias is zero)
+    per_crop = F.relu(pix).mean(dim=(2, 3))  # (N, C)
+    return cls + pixel_negative_weight * (per_crop * neg).sum() / neg.sum()
+
+
+def classification_f(model, dataset: ClickCropDataset, device, batch: int = 8) -> dict[str, float]:
+    """Mean over classes of the F-measure (beta 1, threshold 0.5), the accuracy and the mean
+    binary cross-entropy (``loss``) on ``dataset``."""
+    import torch
+    from torch.nn import functional as F
 
     model.eval()
-    scores, targets, weights = [], [], []
+    scores, targets, weights, losses = [], [], [], []
     with torch.no_grad():
         for s in range(0, len(dataset), batch):
             xs, ts, ws = zip(*(dataset[k] for k in range(s, min(len(dataset), s + batch))))
             logits, _ = model(torch.stack(xs).to(device))
+            t, w = torch.stack(ts).to(device), torch.stack(ws).to(device)
+            losses.append(float((F.binary_cross_entropy_with_logits(logits, t, reduction="none") * w).sum()))
             scores.append(torch.sigmoid(logits).cpu().numpy())
-            targets.append(torch.stack(ts).numpy())
-            weights.append(torch.stack(ws).numpy())
+            targets.append(t.cpu().numpy())
+            weights.append(w.cpu().numpy())
     if not scores:
-        return {"f_measure": 0.0, "accuracy": 0.0, "crops": 0}
+        return {"f_measure": 0.0, "accuracy": 0.0, "loss": float("inf"), "crops": 0}
     sc, tg, wt = (np.concatenate(a) for a in (scores, targets, weights))
     fs, correct, total = [], 0, 0
     for c in range(sc.shape[1]):
@@ -171,57 +262,178 @@ def classification_f(model, dataset: ClickCropDataset, device, batch: int = 8) -
         fs.append(binary_f_measure(sc[sel, c], labels))
         correct += int(((sc[sel, c] >= 0.5) == labels).sum())
         total += int(sel.sum())
-    return {"f_measure": float(np.mean(fs)) if fs else 0.0, "accuracy": correct / max(1, total), "crops": total}
+    return {"f_measure": float(np.mean(fs)) if fs else 0.0, "accuracy": correct / max(1, total),
+            "loss": sum(losses) / max(1.0, float(wt.sum())), "crops": total}
 
 
-def class_activation_maps(model, rgb: np.ndarray, device, max_side: int = 640):
-    """Grad-CAM on the decoder features (= CAM, since the head is pooling + linear).
+def _better(new: dict, old: Optional[dict]) -> bool:
+    """003's selection (highest validation F-measure), ties to the lower validation loss: a
+    handful of held-out clicks saturates the F-measure after an epoch or two."""
+    if old is None:
+        return True
+    return (new["f_measure"], -new["loss"]) > (old["f_measure"], -old["loss"])
 
-    ``(H, W, 3)`` uint8 -> ``(C, H, W)`` float maps in [0, 1] (each normalised by its
-    maximum) and ``(C,)`` class probabilities.
+
+class _OwnTorchScript:
+    """What ``CamPipeline`` asks of the engine's torch runtime, over a file this run has
+    just traced (the registry's trust check is for files from elsewhere; this one is ours
+    and not yet published)."""
+
+    def __init__(self, device: Any = "cpu"):
+        import torch
+
+        self.device = torch.device(device)
+
+    def load_module(self, path: str | Path) -> Any:
+        import torch
+
+        return torch.jit.load(str(path), map_location=self.device).eval()
+
+
+def cam_pipeline(folder: Path) -> Any:
+    """``CamPipeline`` over a model folder this run wrote (``model.pt`` + ``manifest.json``), CPU."""
+    from inference.pipelines.base import Runtimes
+    from inference.pipelines.cam import CamPipeline
+    from inference.registry import Manifest, ModelInfo
+    from inference.runtime import OnnxRuntime
+
+    info = ModelInfo(manifest=Manifest.read(Path(folder) / "manifest.json"), path=Path(folder))
+    return CamPipeline(info, Runtimes(OnnxRuntime("cpu"), _OwnTorchScript("cpu")))  # type: ignore[arg-type]
+
+
+def score_proposals(propose: Any, images: Sequence[tuple[np.ndarray, np.ndarray]], cls: str) -> dict[str, Any]:
+    """How the proposals of one class overlap the truth, per image then averaged.
+
+    ``propose``: RGB -> proposals (``Proposal`` s with ``mask`` and ``class_name``);
+    ``images``: ``(rgb, truth (H, W) bool)`` pairs. Returns the mean IoU of the union of
+    the class's proposals with the truth, the mean share of the image proposed
+    (``coverage``), the images with no proposal, and the same IoU for "all of the image is
+    the class" (``all_class_iou``: the trivial baseline).
     """
-    import torch
+    ious, cover, base, empty = [], [], [], 0
+    for rgb, truth in images:
+        pred = np.zeros(truth.shape, bool)
+        for p in propose(rgb):
+            if p.class_name == cls:
+                pred |= p.mask.to_full()
+        empty += int(not pred.any())
+        union = int((pred | truth).sum())
+        ious.append(float((pred & truth).sum()) / union if union else 1.0)
+        cover.append(float(pred.mean()))
+        base.append(float(truth.mean()))
+    n = len(ious)
+    return {"iou": float(np.mean(ious)) if n else None, "coverage": float(np.mean(cover)) if n else None,
+            "max_coverage": float(np.max(cover)) if n else None, "all_class_iou": float(np.mean(base)) if n else None,
+            "images": n, "images_without_proposal": empty, "per_image_iou": [round(v, 4) for v in ious]}
 
-    h, w = rgb.shape[:2]
-    scale = min(1.0, max_side / max(h, w))
-    small = cv2.resize(rgb, (int(round(w * scale)) // 8 * 8 or 8, int(round(h * scale)) // 8 * 8 or 8),
-                       interpolation=cv2.INTER_AREA)
-    x = (small.astype(np.float32) / 255.0 - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])).to(device)
-    model.eval()
-    with torch.no_grad():
-        logits, feats = model(xt)
-        weight = model.fc.weight  # (C, F)
-        cams = torch.relu(torch.einsum("cf,fhw->chw", weight, feats[0]))
-    cams = cams / cams.flatten(1).max(1).values.clamp_min(1e-6)[:, None, None]
-    maps = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in cams.cpu().numpy()])
-    return maps, torch.sigmoid(logits[0]).cpu().numpy()
 
-
-def cam_segmentation_metrics(model, images: Sequence[ImageLabels], classes: Sequence[str], device,
-                             threshold: float = 0.3) -> dict:
-    """IoU / max F-beta / MAE of thresholded CAMs against accepted masks of held-out images."""
-    metrics = SegmentationMetrics(list(classes))
-    n = 0
-    for im in images:
-        if not im.instances:
+def pipeline_cam_scores(pipe: Any, images: Sequence[ImageLabels], classes: Sequence[str],
+                        iterations: Sequence[int] = (0, 2)) -> dict[str, Any]:
+    """``score_proposals`` of every class through ``pipe.propose`` (the product's path: Grad-CAM,
+    AdvCAM with each number of ``iterations``, threshold, closing, small parts removed) on the
+    ``images`` whose accepted masks hold the class."""
+    out: dict[str, Any] = {}
+    for cls in classes:
+        pairs = [(read_rgb(im.path), _class_mask(im, cls)) for im in images
+                 if any(n == cls for n, _ in im.instances)]
+        if not pairs:
             continue
-        rgb = read_rgb(im.path)
-        maps, _ = class_activation_maps(model, rgb, device)
-        target = im.class_map(classes)
-        for i, c in enumerate(classes):
-            metrics.acc[c].add(maps[i], maps[i] > threshold, target == i + 1)
-        n += 1
-    out = metrics.result()
-    out["images"] = n
-    out["cam_threshold"] = threshold
+        out[cls] = {str(it): score_proposals(lambda rgb, it=it: pipe.propose(rgb, params={"iterations": int(it)}),
+                                             pairs, cls)
+                    for it in iterations}
     return out
 
 
-def train_cam(opts: TrainOptions, reporter: Optional[Reporter] = None, data: Optional[ProjectData] = None) -> dict[str, Any]:
-    """Train, pick the best checkpoint by validation F-measure, export TorchScript, publish (task ``cam``)."""
+def whole_image_logits(model, images: Sequence[ImageLabels], device) -> np.ndarray:
+    """``(len(images), C)``: the classifier's logits of each whole image at its own size,
+    without the bias (what the CAM pipeline feeds it: the full photo, ImageNet-normalised)."""
     import torch
-    from torch.nn import functional as F
+
+    from inference.pipelines.base import normalize_with
+
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for im in images:
+            rgb = read_rgb(im.path)
+            scale = CALIBRATION_SIDE / max(rgb.shape[:2])
+            if scale < 1:  # the pooled logit is a mean over pixels: a smaller copy gives about the same
+                rgb = cv2.resize(rgb, (max(8, round(rgb.shape[1] * scale)), max(8, round(rgb.shape[0] * scale))),
+                                 interpolation=cv2.INTER_AREA)
+            x = torch.from_numpy(normalize_with(rgb, IMAGENET_MEAN, IMAGENET_STD)).to(device)
+            _, feats = model(x)
+            out.append((feats.mean(dim=(2, 3)) @ model.fc.weight.T)[0].cpu().numpy())
+    return np.asarray(out, np.float64).reshape(len(images), -1)
+
+
+def image_bias(logits: np.ndarray, present: np.ndarray, absent: np.ndarray, margin: float = 0.25) -> float:
+    """The bias that makes one class's whole-image probability say whether a photo holds it.
+
+    Training sees crops, where a defect fills more of the picture than in a whole photo
+    (a crack is 4 % of an 80 px crop it crosses, 1.6 % of a CrackForest photo), and the
+    pooled logit is a mean over pixels: whole photos with cracks scored below 0.5 and
+    the pipeline, which makes CAMs only for classes at or above its ``class_threshold``,
+    proposed nothing. The bias moves only that decision: the CAM (Grad-CAM over the
+    features) does not contain it.
+
+    ``logits``: bias-free whole-image logits of the images; ``present``/``absent``: bool
+    masks of the images known to hold / not to hold the class (a positive click or
+    accepted mask; only negative clicks, or done without the class). With images on both
+    sides, the cut that separates them best (ties: the middle of the widest gap); with
+    only holders, low enough that every holder passes by ``margin``; the bias is never
+    negative then (it would only hide holders the network already finds).
+    """
+    pos, neg = logits[present], logits[absent]
+    if len(pos) == 0:
+        return 0.0
+    if len(neg) == 0:
+        return max(0.0, margin - float(pos.min()))
+    values = np.unique(np.concatenate([pos, neg]))
+    cuts = np.concatenate([[values[0] - margin], (values[:-1] + values[1:]) / 2, [values[-1] + margin]])
+    best, best_key = 0.0, None
+    for cut in cuts:
+        acc = 0.5 * (float((pos >= cut).mean()) + float((neg < cut).mean()))
+        gap = min(float(np.abs(np.concatenate([pos, neg]) - cut).min()), 1e9)
+        key = (acc, gap)
+        if best_key is None or key > best_key:
+            best, best_key = float(cut), key
+    return -best
+
+
+def calibrate_bias(model, images: Sequence[ImageLabels], classes: Sequence[str], device) -> dict[str, Any]:
+    """Set ``model.fc.bias`` per class with ``image_bias`` on ``images``; returns the record."""
+    import torch
+
+    if not images:
+        return {}
+    logits = whole_image_logits(model, images, device)
+    record = {}
+    bias = torch.zeros(len(classes))
+    for ci, cls in enumerate(classes):
+        present = np.array([any(c.positive and c.class_name == cls for c in im.clicks)
+                            or any(n == cls for n, _ in im.instances) for im in images])
+        absent = np.array([not present[k] and (any((not c.positive) and c.class_name == cls for c in im.clicks)
+                                               or im.done) for k, im in enumerate(images)])
+        b = image_bias(logits[:, ci], present, absent)
+        bias[ci] = b
+        p = 1 / (1 + np.exp(-(logits[:, ci] + b)))
+        record[cls] = {"bias": round(b, 4), "images_with_class": int(present.sum()),
+                       "images_without_class": int(absent.sum()),
+                       "holders_passing": int((p[present] >= 0.5).sum()),
+                       "clean_passing": int((p[absent] >= 0.5).sum())}
+    with torch.no_grad():
+        model.fc.bias.copy_(bias.to(model.fc.bias.device))
+    return record
+
+
+def train_cam(opts: TrainOptions, reporter: Optional[Reporter] = None, data: Optional[ProjectData] = None) -> dict[str, Any]:
+    """Train, pick the best checkpoint by validation F-measure, export TorchScript, publish (task ``cam``).
+
+    ``opts.extra``: ``crops_per_click`` (5), ``pixel_negative_weight`` (1.0; 0 is 003's
+    loss alone), ``score_iterations`` (AdvCAM iterations the held-out proposals are
+    scored with, default ``(0, 2)``).
+    """
+    import torch
 
     from training.models import CamNet
 
@@ -234,15 +446,18 @@ def train_cam(opts: TrainOptions, reporter: Optional[Reporter] = None, data: Opt
         raise RuntimeError(f"{data.project}: no positive weak click or accepted mask; click on some defects first")
     train, val = split_by_image(data.images, opts.val_fraction, opts.seed)
     train = train or val
-    crop = int(opts.input_size[0]) if opts.input_size else CROP
-    train_clicks = gather_clicks(train, classes, opts.seed)
-    val_clicks = gather_clicks(val, classes, opts.seed + 1)
+    crop = crop_side(data.images, int(opts.input_size[0]) if opts.input_size else None)
+    train_clicks = gather_clicks(train, classes, crop)
+    val_clicks = gather_clicks(val, classes, crop)
     reporter.emit("data", train_images=len(train), val_images=len(val), classes=classes, crop=crop,
                   train_clicks=len(train_clicks), val_clicks=len(val_clicks))
     train_rgb = [read_rgb(im.path) for im in train]
     val_rgb = [read_rgb(im.path) for im in val]
     per_click = int(opts.extra.get("crops_per_click", CROPS_PER_CLICK))
-    dataset = ClickCropDataset(train_rgb, train_clicks, classes, crop, opts.seed + dist_info.rank, True, per_click)
+    pixel_weight = float(opts.extra.get("pixel_negative_weight", PIXEL_NEGATIVE_WEIGHT))
+    # every rank draws the same crops (the sampler splits one list); augmentations differ per rank
+    dataset = ClickCropDataset(train_rgb, train_clicks, classes, crop, opts.seed, True, per_click,
+                               aug_seed=opts.seed + 1000 * (dist_info.rank + 1))
     val_set = ClickCropDataset(val_rgb, val_clicks, classes, crop, opts.seed, augment=False)
     if len(dataset) == 0:
         raise RuntimeError(f"{data.project}: the training images hold no usable clicks")
@@ -257,18 +472,22 @@ def train_cam(opts: TrainOptions, reporter: Optional[Reporter] = None, data: Opt
         sources.append(f"init: {opts.init} (sha256 {init_record['sha256_16']}..., {init_record['loaded']} tensors)")
     if not sources:
         sources.append(f"{encoder} from scratch (random initialisation)")
+    if model.fc.bias is not None:  # see the module docstring: the CAM must be the per-pixel logit
+        with torch.no_grad():
+            model.fc.bias.zero_()
+        model.fc.bias.requires_grad_(False)
     model.to(device)
     ddp_model = wrap_ddp(model, dist_info, device)
-    batch = opts.batch_size or (32 if device.type == "cuda" else 8)
+    batch = opts.batch_size or (32 if device.type == "cuda" else 16)
     lr = opts.lr or 1e-4
-    optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-2)
     epochs = opts.epochs or 10
     timer = Timer(opts.minutes)
     best_state, best_val, best_epoch = None, None, -1
     step, seen, epoch, stop, last_loss = 0, 0, 0, False, float("nan")
     while epoch < epochs and not stop:
         epoch += 1
-        dataset.resample()
+        dataset.resample(epoch)
         loader = make_loader(dataset, batch, True, dist_info, opts.seed + epoch)
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
@@ -276,8 +495,7 @@ def train_cam(opts: TrainOptions, reporter: Optional[Reporter] = None, data: Opt
         losses = []
         for x, t, w in loader:
             x, t, w = x.to(device), t.to(device), w.to(device)
-            logits, _ = ddp_model(x)
-            loss = (F.binary_cross_entropy_with_logits(logits, t, reduction="none") * w).sum() / w.sum().clamp_min(1)
+            loss = cam_loss(ddp_model(x), model.fc.weight, t, w, pixel_weight)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -285,35 +503,48 @@ def train_cam(opts: TrainOptions, reporter: Optional[Reporter] = None, data: Opt
             seen += x.shape[0]
             losses.append(float(loss.detach()))
             reporter.emit("step", epoch=epoch, step=step, total=len(loader), loss=losses[-1])
-            if (opts.max_steps and step >= opts.max_steps) or timer.expired():
+            # every rank must stop at the same step (a rank that stops alone leaves the
+            # others waiting in the gradient all-reduce): the budget is agreed on
+            if any_rank((opts.max_steps and step >= opts.max_steps) or timer.expired(), dist_info):
                 stop = True
                 break
         last_loss = float(np.mean(losses)) if losses else last_loss
         val_result = None
         if dist_info.is_main:
             val_result = classification_f(model, val_set if len(val_set) else dataset, device)
-            if best_val is None or val_result["f_measure"] > best_val["f_measure"]:
+            if _better(val_result, best_val):
                 best_state, best_val, best_epoch = copy.deepcopy(model.state_dict()), val_result, epoch
         reporter.emit("epoch", epoch=epoch, loss=last_loss, val=val_result, elapsed_s=round(timer.elapsed, 1))
     train_seconds = timer.elapsed
+    ranks = gather_rank_steps(step, seen, dist_info)
     if not dist_info.is_main:
-        return {"info": None}
+        return {"info": None, "steps": step}
     model.load_state_dict(best_state)
     model.eval().cpu()
-    seg = cam_segmentation_metrics(model, val, classes, torch.device("cpu"))
+    bias_record = calibrate_bias(model, train, classes, torch.device("cpu"))
+    reporter.emit("calibrated", classes=bias_record)
     run_info = {"epochs_run": epoch, "steps": step, "crops_seen": seen, "train_seconds": round(train_seconds, 1),
                 "final_loss": last_loss, "batch_size": batch, "lr": lr, "weight_decay": 1e-2, "crop": crop,
-                "crops_per_click": per_click, "device": str(device), "encoder": encoder, "best_epoch": best_epoch}
-    out = _export_and_publish(model, opts, data, train, val, classes, crop, best_val, seg, sources, init_record,
-                              run_info, reporter, val_set if len(val_set) else dataset)
+                "crops_per_click": per_click, "pixel_negative_weight": pixel_weight, "device": str(device),
+                "encoder": encoder, "best_epoch": best_epoch, "ranks": ranks, "image_bias": bias_record,
+                "clicks": {"train": _click_counts(train_clicks), "val": _click_counts(val_clicks)}}
+    iterations = tuple(int(i) for i in opts.extra.get("score_iterations", (0, 2)))
+    out = _export_and_publish(model, opts, data, train, val, classes, crop, best_val, sources, init_record,
+                              run_info, reporter, val_set if len(val_set) else dataset, iterations)
     out["crops_per_second"] = seen / max(train_seconds, 1e-9)
+    out["steps"] = step
     return out
 
 
-def _export_and_publish(model, opts, data, train, val, classes, crop, best_val, seg, sources, init_record,
-                        run_info, reporter, check_set) -> dict[str, Any]:
+def _click_counts(clicks: Sequence[tuple[int, Click]]) -> dict[str, int]:
+    return {"positive": sum(1 for _, c in clicks if c.positive), "negative": sum(1 for _, c in clicks if not c.positive)}
+
+
+def _export_and_publish(model, opts, data, train, val, classes, crop, best_val, sources, init_record,
+                        run_info, reporter, check_set, iterations) -> dict[str, Any]:
     import torch
 
+    from inference.registry import Manifest
     from training.export import export_cam_torchscript, publish, scratch_dir
 
     name = opts.name or f"{Path(data.project).name}-cam"
@@ -337,21 +568,35 @@ def _export_and_publish(model, opts, data, train, val, classes, crop, best_val, 
             "training": {
                 "trainer": "training.cam",
                 "architecture": f"U-Net over the first two stages of {run_info['encoder']} (stem stride 1), "
-                                "classification head on the decoder (global average pool -> linear)",
+                                "classification head on the decoder (global average pool -> linear; bias held at 0 in "
+                                "training, then set on whole training photos: image_bias)",
                 "interface": "model(x (N,3,H,W) normalised) -> (logits (N,C), features (N,32,H,W)); "
-                             "logits = fc(mean_hw(features)); CAM_c = relu(sum_f fc.weight[c,f] * features[f])",
+                             "logits = fc(mean_hw(features)); CAM_c = relu(sum_f fc.weight[c,f] * features[f]), "
+                             "the per-pixel logit",
                 "data": {**data.summary(train), "split_seed": opts.seed, "val_fraction": opts.val_fraction,
                          "val_images": len(val)},
                 "init": init_record,
                 "torchscript_check": check,
                 **run_info,
             },
-            "metrics": {"validation_classification": best_val, "validation_cam_segmentation": seg,
+            "metrics": {"validation_classification": best_val,
                         "protocol": "F-measure (beta 1, threshold 0.5) on crops centred on held-out clicks; "
-                                    "CAM IoU / max F-beta (beta^2=0.3) / MAE on held-out accepted masks"},
+                                    "proposals of the CAM pipeline (its defaults, AdvCAM iterations as keyed) "
+                                    "against held-out accepted masks: per-image IoU of their union, share of the "
+                                    "image proposed"},
             "sources": sources,
         }
+        manifest["version"] = manifest["version"] or "0"  # the scratch copy needs one; publish fills the real one
+        Manifest.from_json(dict(manifest), "manifest")
+        (Path(tmp) / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        # score what is exported through the pipeline itself, before publishing
+        seg: dict[str, Any] = {}
+        if any(im.instances for im in val):
+            seg = pipeline_cam_scores(cam_pipeline(Path(tmp)), val, classes, iterations)
+        manifest["metrics"]["validation_cam_proposals"] = seg
+        if manifest["version"] == "0":
+            manifest["version"] = opts.version or ""
         info = publish(opts.registry, [pt], manifest)
     reporter.emit("published", name=info.name, version=info.version, path=str(info.path))
-    return {"info": info, "metrics": {"classification": best_val, "cam_segmentation": seg},
+    return {"info": info, "metrics": {"classification": best_val, "cam_proposals": seg},
             "manifest": info.manifest.to_json()}

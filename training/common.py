@@ -106,15 +106,29 @@ class DistInfo:
 
 
 def setup_distributed(device_kind: str) -> DistInfo:
-    """Join the ``torchrun`` process group when ``WORLD_SIZE`` > 1 (NCCL on GPU, Gloo on CPU)."""
+    """Join the ``torchrun`` process group (NCCL on GPU, Gloo on CPU).
+
+    Under ``torchrun`` (``TORCHELASTIC_RUN_ID`` set) the group is joined even with one
+    process, and a barrier brings its communicator up, so ``torchrun --nproc_per_node 1``
+    proves NCCL works (``scripts/gpu_check.sh``); training then runs as one process.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    launched = "TORCHELASTIC_RUN_ID" in os.environ
+    if world <= 1 and not launched:
         return DistInfo()
     import torch.distributed as dist
 
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        if device_kind == "cuda":
+            import torch
+
+            torch.cuda.set_device(local_rank)
+            dist.init_process_group(backend="nccl", device_id=torch.device("cuda", local_rank))
+        else:
+            dist.init_process_group(backend="gloo")
+        dist.barrier()
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def pick_device(choice: str = "auto", local_rank: int = 0):
@@ -222,8 +236,66 @@ def wrap_ddp(model, dist_info: DistInfo, device):
     return DistributedDataParallel(model, device_ids=ids)
 
 
+def rank_indices(n: int, dist_info: DistInfo, seed: int, shuffle: bool = True) -> list[int]:
+    """This rank's share of ``range(n)``, as ``DistributedSampler`` deals it.
+
+    One permutation fixed by ``seed`` (the same on every rank), padded by repeating its
+    start until it divides evenly, then dealt round-robin: every rank gets
+    ``ceil(n / world_size)`` indices, so every rank takes the same number of steps (a
+    rank with one step fewer leaves the others waiting in the gradient all-reduce).
+    """
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    order = [int(i) for i in order]
+    if not dist_info.distributed or n == 0:
+        return order
+    per_rank = -(-n // dist_info.world_size)
+    total = per_rank * dist_info.world_size
+    while len(order) < total:
+        order += order[: total - len(order)]
+    return order[dist_info.rank : total : dist_info.world_size]
+
+
+def any_rank(flag: object, dist_info: DistInfo) -> bool:
+    """True on every rank when ``flag`` is true on any (a step or time budget that runs
+    out on one rank must stop all of them at the same step); ``bool(flag)`` alone."""
+    if not dist_info.distributed:
+        return bool(flag)
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(int(t.item()))
+
+
+def gather_rank_steps(steps: int, samples: int, dist_info: DistInfo) -> list[dict[str, int]]:
+    """Every rank's optimiser steps and training samples, indexed by rank (for the manifest:
+    how the work was split). A collective: every rank calls it once, after training."""
+    mine = [int(steps), int(samples)]
+    if not dist_info.distributed:
+        return [{"rank": 0, "steps": mine[0], "samples": mine[1]}]
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(mine, dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    parts = [torch.zeros_like(t) for _ in range(dist_info.world_size)]
+    dist.all_gather(parts, t)
+    return [{"rank": r, "steps": int(p[0]), "samples": int(p[1])} for r, p in enumerate(parts)]
+
+
 def make_loader(dataset, batch_size: int, shuffle: bool, dist_info: DistInfo, seed: int, drop_last: bool = False):
-    """A ``DataLoader``; with a ``DistributedSampler`` under torchrun."""
+    """A ``DataLoader``; with a ``DistributedSampler`` under torchrun.
+
+    The sampler shuffles with ``seed`` (the same on every rank; call its ``set_epoch``
+    each epoch) and pads the dataset to a multiple of the world size, so every rank
+    gets the same number of samples and therefore of batches. The dataset itself must
+    be the same on every rank (seed its sampling with the run's seed, not the rank)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -249,6 +321,9 @@ def start_run(opts: "TrainOptions", reporter: Optional["Reporter"] = None) -> tu
 
     reporter = reporter or Reporter(opts.json)
     dist_info = setup_distributed("cuda" if opts.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if not dist_info.is_main:
+        # one voice per run: rank 0 reports progress (the GUI reads one stream of JSON lines)
+        reporter.enabled = False
     device = pick_device(opts.device, dist_info.local_rank)
     if opts.num_threads:
         torch.set_num_threads(opts.num_threads)

@@ -192,6 +192,88 @@ def load_project(
             st.close()
 
 
+# A weak click labels the patch around it (003: "localize patches that contain defects";
+# a negative click "indicates the absence of defects within a given image patch"). The
+# desktop stores only the point, so the patch side is a rule shared by the CAM trainer
+# (its crop) and ``expert_clicks`` (what counts as one patch): about a quarter of the
+# image's shorter side, between 64 and 320 px (003's crop, on 5K photos). A 320 px crop
+# on a 480 x 320 CrackForest photo is the whole photo: every "clean" crop held the crack.
+PATCH_MIN, PATCH_MAX, PATCH_MULTIPLE = 64, 320, 16
+
+
+def click_patch_size(size: tuple[int, int]) -> int:
+    """The side in pixels of the patch a weak click labels on an image of ``size`` ``(h, w)``."""
+    side = min(int(size[0]), int(size[1])) / 4.0
+    side = int(round(side / PATCH_MULTIPLE)) * PATCH_MULTIPLE
+    return int(min(PATCH_MAX, max(PATCH_MIN, side)))
+
+
+def expert_clicks(
+    truth: np.ndarray, class_name: str, patch: Optional[int] = None, *, min_pixels: int = 8,
+    clean_margin: Optional[int] = None,
+) -> list[Click]:
+    """The weak clicks an expert would place on an image whose truth mask is known.
+
+    The image is read in a grid of ``patch`` x ``patch`` cells (``click_patch_size`` by
+    default). In every cell, each connected piece of the class holding at least
+    ``min_pixels`` pixels gets one positive click, on its pixel nearest the piece's
+    centroid (a person clicks on the crack, not beside it). Every cell that has room for
+    a clean patch gets one negative click, at its point farthest from the class (within
+    the cell), provided the square of side ``patch + 2 * clean_margin`` around it holds
+    none of the class (``clean_margin`` default ``patch // 8``, the trainer's jitter of
+    negative crops): what a person marks as clean is clean all around.
+
+    ``truth``: ``(H, W)`` bool. Returns clicks with ``source`` ``"derived"``, cells in
+    row-major order (positives of a cell before its negative).
+    """
+    import cv2
+
+    truth = np.asarray(truth, bool)
+    h, w = truth.shape
+    patch = int(patch or click_patch_size((h, w)))
+    margin = patch // 8 if clean_margin is None else int(clean_margin)
+    need = patch // 2 + margin  # Chebyshev distance from the click to the nearest class pixel
+    if truth.any():
+        # distance of every pixel to the nearest class pixel, in the max-norm: a square of
+        # half-side d around a point is clean exactly when this distance exceeds d
+        dist = cv2.distanceTransform((~truth).astype(np.uint8), cv2.DIST_C, 3)
+    else:
+        dist = np.full((h, w), float(h + w), np.float32)
+    out: list[Click] = []
+    for y0 in range(0, h, patch):
+        for x0 in range(0, w, patch):
+            cell = truth[y0 : y0 + patch, x0 : x0 + patch]
+            if cell.sum() >= min_pixels:
+                n, lab, stats, cents = cv2.connectedComponentsWithStats(cell.astype(np.uint8), connectivity=8)
+                for k in range(1, n):
+                    if stats[k, cv2.CC_STAT_AREA] < min_pixels:
+                        continue
+                    ys, xs = np.nonzero(lab == k)
+                    i = int(np.argmin((xs - cents[k][0]) ** 2 + (ys - cents[k][1]) ** 2))
+                    out.append(Click(float(x0 + xs[i]), float(y0 + ys[i]), True, class_name, "derived"))
+            d = dist[y0 : y0 + patch, x0 : x0 + patch]
+            # the clean square must fit inside the image as well (crops are reflected at the border,
+            # which would mirror a crack from just outside the square into it)
+            yy, xx = np.mgrid[y0 : y0 + d.shape[0], x0 : x0 + d.shape[1]]
+            fits = (yy >= need) & (xx >= need) & (yy < h - need) & (xx < w - need)
+            room = np.where(fits, d, -1.0)
+            iy, ix = np.unravel_index(int(np.argmax(room)), room.shape)
+            if room[iy, ix] > need:
+                out.append(Click(float(x0 + ix), float(y0 + iy), False, class_name, "derived"))
+    return out
+
+
+def log_weak_clicks(store: ProjectStore, image_id: int, clicks: Sequence[Click]) -> list[int]:
+    """Store ``clicks`` as the desktop's weak-click tool does (one ``weak_click`` log row
+    each, class in its column); returns the rows' ids."""
+    with store.transaction():
+        return [
+            store.log(WEAK_CLICK, image_id=image_id, class_name=c.class_name, x=float(c.x), y=float(c.y),
+                      positive=bool(c.positive))
+            for c in clicks
+        ]
+
+
 T = TypeVar("T")
 
 

@@ -39,7 +39,9 @@ from training.common import (
     Reporter,
     Timer,
     TrainOptions,
+    any_rank,
     apply_init,
+    gather_rank_steps,
     make_loader,
     start_run,
     wrap_ddp,
@@ -422,7 +424,11 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
     dataset = SegmentationDataset(cached, train_size, opts.seed + dist_info.rank, native=native,
                                   boundary=with_boundary, scale=tuple(opts.extra.get("scale", (0.3, 1.0))))
     batch = opts.batch_size or (8 if device.type == "cuda" else 4)
-    loader = make_loader(dataset, batch, True, dist_info, opts.seed, drop_last=len(dataset) > batch)
+    # a ragged last batch is dropped only when a rank has more than one batch of its own
+    # (under torchrun a rank holds ceil(n / world) images: 5 images, 2 ranks, batch 4 would
+    # otherwise drop every rank's only batch)
+    per_rank = -(-len(dataset) // dist_info.world_size)
+    loader = make_loader(dataset, batch, True, dist_info, opts.seed, drop_last=per_rank > batch)
     epochs = opts.epochs or 30
     steps_total = epochs * max(1, len(loader))
     if opts.max_steps:
@@ -472,7 +478,9 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
             images_seen += x.shape[0]
             losses.append(float(loss.detach()))
             reporter.emit("step", epoch=epoch, step=step, total=len(loader), loss=losses[-1])
-            if step >= steps_total or timer.expired():
+            # every rank must stop at the same step (one stopping alone leaves the others
+            # waiting in the gradient all-reduce): the budget is agreed on
+            if any_rank(step >= steps_total or timer.expired(), dist_info):
                 stop = True
                 break
         last_loss = float(np.mean(losses)) if losses else last_loss
@@ -491,8 +499,9 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
                                               "mean_max_fbeta": proto["mean_max_fbeta"]}
         reporter.emit("epoch", epoch=epoch, loss=last_loss, val=summary, elapsed_s=round(timer.elapsed, 1))
     train_seconds = timer.elapsed
+    ranks = gather_rank_steps(step, images_seen, dist_info)
     if not dist_info.is_main:
-        return {"info": None}
+        return {"info": None, "steps": step}
     if best_state is not None:
         model.load_state_dict(best_state)
     else:  # no validation image: the last weights, scored on the training images
@@ -508,7 +517,7 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
         "images_per_second": round(images_seen / max(train_seconds, 1e-9), 3),
         "final_loss": last_loss, "batch_size": batch, "lr": lr, "device": str(device),
         "schedule": "AdamW, linear warm-up 5 %, cosine decay to 1 % (by steps or the time budget)",
-        "validation_curve": curve,
+        "validation_curve": curve, "ranks": ranks,
         "input": ("native resolution, padded to a multiple of 32; training crops "
                   f"{train_size[0]} x {train_size[1]}") if native else f"resized to {net_size[0]} x {net_size[1]}",
     }
@@ -518,6 +527,7 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
         search=search,
     )
     out["images_per_second"] = images_seen / max(train_seconds, 1e-9)
+    out["steps"] = step
     return out
 
 

@@ -61,29 +61,42 @@ class Pipeline:
         """Proposals for ``rgb``, an ``(H, W, 3)`` uint8 RGB image."""
         raise NotImplementedError
 
+    def propose_steps(
+        self, rgb: np.ndarray, params: Optional[Mapping[str, Any]] = None, cancel: object = None, progress: Progress = None
+    ) -> Callable[[], list[Proposal]]:
+        """``propose`` split where a backend can: the network pass now, and a function that
+        finishes (post-processing), safe to call from another thread. A backend without
+        such a split does everything now."""
+        result = self.propose(rgb, params, cancel, progress)
+        return lambda: result
+
 
 @functools.lru_cache(maxsize=16)
-def _normalize_lut(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """(3, 256) float32: the normalised value of each 8-bit level, per channel."""
-    levels = np.arange(256, dtype=np.float32)[None, :] / np.float32(255.0)
-    return ((levels - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]).astype(np.float32)
+def _normalize_affine(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, shift)``, each ``(1, 3, 1, 1)`` float32: ``rgb * scale + shift`` is ``(rgb / 255 - mean) / std``."""
+    m, s = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    return (1.0 / (255.0 * s)).astype(np.float32).reshape(1, 3, 1, 1), (-m / s).astype(np.float32).reshape(1, 3, 1, 1)
 
 
 def normalize(rgb: np.ndarray, manifest: Manifest) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB -> ``(1, 3, H, W)`` float32, ``(rgb / 255 - mean) / std``.
-
-    A table lookup per channel (3x faster than float arithmetic, and it writes the
-    planar layout directly).
-    """
+    """``(H, W, 3)`` uint8 RGB -> ``(1, 3, H, W)`` float32, ``(rgb / 255 - mean) / std``."""
     return normalize_with(rgb, manifest.mean, manifest.std)
 
 
 def normalize_with(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """``normalize`` with explicit ``mean`` and ``std`` (what training calls: it has no manifest yet)."""
-    lut = _normalize_lut(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    """``normalize`` with explicit ``mean`` and ``std`` (what training calls: it has no manifest yet).
+
+    The planes are split by OpenCV and written to the planar layout, then scaled and
+    shifted in place: 4.5x faster than a per-channel table lookup on a 384 x 384 input
+    (0.12 against 0.56 ms here), equal to it within 5e-7.
+    """
+    planes = cv2.split(np.ascontiguousarray(rgb))
     out = np.empty((1, 3) + rgb.shape[:2], np.float32)
     for c in range(3):
-        np.take(lut[c], rgb[:, :, c], out=out[0, c])
+        out[0, c] = planes[c]
+    scale, shift = _normalize_affine(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    out *= scale
+    out += shift
     return out
 
 
@@ -91,8 +104,11 @@ def activate(raw: np.ndarray, activation: str, axis: int = 0) -> np.ndarray:
     """Raw model output to probabilities: ``softmax`` over ``axis``, ``sigmoid``, or ``none``."""
     raw = raw.astype(np.float32, copy=False)
     if activation == "softmax":
-        e = np.exp(raw - raw.max(axis=axis, keepdims=True))
-        return e / e.sum(axis=axis, keepdims=True)
+        # one new array, worked in place (``raw`` may be a caller's, left as it is)
+        e = raw - raw.max(axis=axis, keepdims=True)
+        np.exp(e, out=e)
+        e /= e.sum(axis=axis, keepdims=True)
+        return e
     if activation == "sigmoid":
         out = np.negative(raw)
         np.exp(out, out=out)
@@ -170,11 +186,21 @@ class NetworkMaps:
 
     ``probs``: ``(C, h, w)`` class probabilities; ``boundary``: ``(h, w)`` probability
     that a pixel lies on the boundary between two truth regions (pane splitting), or
-    None for a model without that output.
+    None for a model without that output. Only when asked for (``keep_logits``) and the
+    activation allows thresholding raw scores, ``probs`` is None and ``logits`` holds the
+    ``(C, h, w)`` raw output that ``activation`` turns into probabilities.
     """
 
-    probs: np.ndarray
+    probs: Optional[np.ndarray]
     boundary: Optional[np.ndarray] = None
+    logits: Optional[np.ndarray] = None
+    activation: str = "none"
+
+
+def logits_thresholdable(activation: str, channels: int) -> bool:
+    """Whether ``p > t`` can be tested on raw scores: a sigmoid is monotonic, and a
+    two-class softmax is the sigmoid of the difference of the two logits."""
+    return activation == "sigmoid" or (activation == "softmax" and channels == 2)
 
 
 def semantic_network_maps(
@@ -187,6 +213,7 @@ def semantic_network_maps(
     activation: str,
     flip: bool = False,
     pad_multiple: int = 1,
+    keep_logits: bool = False,
 ) -> NetworkMaps:
     """The semantic pipeline's pre-processing, network pass and activation, in one place.
 
@@ -202,6 +229,9 @@ def semantic_network_maps(
             (padded to ``pad_multiple``, the padding cut off again).
         flip: horizontal-flip test-time augmentation: probabilities of the image and
             of its mirror image (mirrored back) averaged.
+        keep_logits: return the raw output instead of probabilities where that is
+            exact (one pass, ``logits_thresholdable``): proposing then thresholds raw
+            scores and computes probabilities only on the proposals' pixels.
     """
     h, w = rgb.shape[:2]
     if input_size is not None:
@@ -218,18 +248,35 @@ def semantic_network_maps(
     bnd_sum: Optional[np.ndarray] = None
     for inp, mirrored in passes:
         outs = run(inp)
-        p = activate(np.asarray(outs[0])[0], activation, axis=0)
+        raw = np.asarray(outs[0])[0]
         b = activate(np.asarray(outs[1])[0, 0], "sigmoid") if len(outs) > 1 and outs[1] is not None else None
+        if keep_logits and not flip and logits_thresholdable(activation, raw.shape[0]):
+            cut = (slice(0, crop[0]), slice(0, crop[1]))
+            return NetworkMaps(None, None if b is None else np.ascontiguousarray(b[cut], np.float32),
+                               np.ascontiguousarray(raw[(slice(None),) + cut], np.float32), activation)
+        p = activate(raw, activation, axis=0)
+        if p is raw and len(passes) > 1:
+            p = p.copy()  # "none" hands the run's own array back: never sum into it
         if mirrored:
             p = p[:, :, ::-1]
             b = None if b is None else b[:, ::-1]
-        probs_sum = p if probs_sum is None else probs_sum + p
+        # the first pass's arrays are this function's own: sum into them
+        if probs_sum is None:
+            probs_sum = p
+        else:
+            probs_sum += p
         if b is not None:
-            bnd_sum = b if bnd_sum is None else bnd_sum + b
+            if bnd_sum is None:
+                bnd_sum = b
+            else:
+                bnd_sum += b
     assert probs_sum is not None
-    n = np.float32(len(passes))
-    probs = np.ascontiguousarray((probs_sum / n)[:, : crop[0], : crop[1]], dtype=np.float32)
-    bnd = None if bnd_sum is None else np.ascontiguousarray((bnd_sum / n)[: crop[0], : crop[1]], dtype=np.float32)
+    if len(passes) > 1:
+        probs_sum *= np.float32(1.0 / len(passes))
+        if bnd_sum is not None:
+            bnd_sum *= np.float32(1.0 / len(passes))
+    probs = np.ascontiguousarray(probs_sum[:, : crop[0], : crop[1]], dtype=np.float32)
+    bnd = None if bnd_sum is None else np.ascontiguousarray(bnd_sum[: crop[0], : crop[1]], dtype=np.float32)
     return NetworkMaps(probs, bnd)
 
 
@@ -243,27 +290,43 @@ def split_regions(mask: np.ndarray, cut: np.ndarray, min_seed_area: int) -> Opti
     ``(H, W)`` int32 label image (0 off the mask), or None when nothing is split
     (at most one seed in every component: the caller keeps the plain components).
     """
+    split = split_regions_with_seeds(mask, cut, min_seed_area)
+    return None if split is None else split[0]
+
+
+def split_regions_with_seeds(
+    mask: np.ndarray, cut: np.ndarray, min_seed_area: int
+) -> Optional[tuple[np.ndarray, np.ndarray, int]]:
+    """``split_regions``, also returning the seeds: ``(labels, seeds, n_seeds)``, ``seeds``
+    an ``(H, W)`` int32 image of seed labels ``1 .. n_seeds`` (0 elsewhere). A pane of a
+    split component has its seed's label; a component kept whole has a label above
+    ``n_seeds``."""
     core = (mask & ~cut).astype(np.uint8)
-    n, seeds, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=4)
-    keep = np.zeros(n, bool)
-    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= max(1, int(min_seed_area))
+    # areas by bincount: OpenCV's statistics pass costs ten times its labelling
+    n, seeds = cv2.connectedComponents(core, connectivity=4)
+    keep = np.bincount(seeds.ravel(), minlength=n) >= max(1, int(min_seed_area))
+    keep[0] = False
     if int(keep.sum()) < 2:
         return None
     relabel = np.zeros(n, np.int32)
     relabel[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     seeds = relabel[seeds]
-    # every mask component: split only those holding two seeds or more
+    # every mask component: split only those holding two seeds or more. A seed (4-connected,
+    # inside the mask) lies in exactly one 8-connected mask component, so one pixel per seed
+    # names it (a row-wise np.unique over every seed pixel cost 0.6 s on a 1.3-MP photo)
     m8 = mask.astype(np.uint8)
     nc, comps = cv2.connectedComponents(m8, connectivity=8)
-    seed_comp = comps[seeds > 0]
-    per_comp = np.bincount(np.unique(np.stack([seed_comp, seeds[seeds > 0]], 1), axis=0)[:, 0], minlength=nc)
+    on_seed = seeds > 0
+    comp_of_seed = np.zeros(int(keep.sum()) + 1, np.int64)
+    comp_of_seed[seeds[on_seed]] = comps[on_seed]
+    per_comp = np.bincount(comp_of_seed[1:], minlength=nc)
     if int(per_comp.max(initial=0)) < 2:
         return None
     # nearest seed of every pixel (DIST_LABEL_PIXEL: the index of the nearest zero pixel)
     _, nearest = cv2.distanceTransformWithLabels(
         (seeds == 0).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
     )
-    zero = seeds > 0
+    zero = on_seed
     lut = np.zeros(int(nearest.max()) + 1, np.int32)
     lut[nearest[zero]] = seeds[zero]
     labels = lut[nearest]
@@ -278,7 +341,7 @@ def split_regions(mask: np.ndarray, cut: np.ndarray, min_seed_area: int) -> Opti
         own[single] = n_seeds + np.arange(1, int(single.sum()) + 1, dtype=np.int32)
         in_single = single[comps]
         labels[in_single] = own[comps[in_single]]
-    return labels
+    return labels, seeds, n_seeds
 
 
 def check_image(rgb: np.ndarray) -> np.ndarray:

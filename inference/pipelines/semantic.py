@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -10,6 +10,7 @@ from inference.pipelines.base import (
     NetworkMaps, Pipeline, Progress, Runtimes, check_image, expect_rgb_input, maps_to_proposals, resize_maps,
     semantic_network_maps,
 )
+from inference.pipelines.postprocess import network_maps_to_proposals
 from inference.proposal import Proposal
 from inference.registry import ModelError, ModelInfo
 from inference.tiling import tiled_apply
@@ -35,13 +36,17 @@ class SemanticPipeline(Pipeline):
     (average with the mirrored image; the trainer sets it where it paid on validation),
     ``pad_multiple`` (1: no padding; 32 for a stride-32 network taking any size),
     ``split_panes`` (use the model's boundary output, where it has one, to cut each
-    class map into panes: ``boundary_threshold``, seeds of ``min_seed_area`` pixels).
+    class map into panes: ``boundary_threshold``, seeds of ``min_seed_area`` pixels),
+    ``full_resolution`` (post-process the maps resized to the photo, the reference
+    path ``maps_to_proposals``; by default thresholds, components and pane splitting
+    run on the network's map and only each region's box is resized:
+    ``inference.pipelines.postprocess``).
     """
 
     task = "semantic"
     defaults = {
         "threshold": 0.5, "min_area": 64, "flip_tta": False, "pad_multiple": 1,
-        "split_panes": True, "boundary_threshold": 0.5, "min_seed_area": 400,
+        "split_panes": True, "boundary_threshold": 0.5, "min_seed_area": 400, "full_resolution": False,
     }
 
     def __init__(self, info: ModelInfo, runtimes: Runtimes):
@@ -93,11 +98,11 @@ class SemanticPipeline(Pipeline):
         """``(1, 3, H, W)`` float32 -> ``(1, C, H, W)`` float32 raw output."""
         return self._run(x)[0]
 
-    def _network_maps(self, rgb: np.ndarray, p: Mapping[str, Any]) -> NetworkMaps:
+    def _network_maps(self, rgb: np.ndarray, p: Mapping[str, Any], keep_logits: bool = False) -> NetworkMaps:
         man = self.manifest
         return semantic_network_maps(
             rgb, self._run, input_size=self._fixed, mean=man.mean, std=man.std, activation=man.output_activation,
-            flip=bool(p["flip_tta"]), pad_multiple=int(p["pad_multiple"]),
+            flip=bool(p["flip_tta"]), pad_multiple=int(p["pad_multiple"]), keep_logits=keep_logits,
         )
 
     def probabilities(
@@ -115,6 +120,7 @@ class SemanticPipeline(Pipeline):
         h, w = rgb.shape[:2]
         net = self._network_maps(rgb, p)
         probs = net.probs
+        assert probs is not None  # asked without keep_logits
         skip: list[int] = []
         if threshold is not None:
             bg = self.manifest.background_class
@@ -152,13 +158,37 @@ class SemanticPipeline(Pipeline):
     def propose(
         self, rgb: np.ndarray, params: Optional[Mapping[str, Any]] = None, cancel: object = None, progress: Progress = None
     ) -> list[Proposal]:
+        return self.propose_steps(rgb, params, cancel, progress)()
+
+    def propose_steps(
+        self, rgb: np.ndarray, params: Optional[Mapping[str, Any]] = None, cancel: object = None, progress: Progress = None
+    ) -> Callable[[], list[Proposal]]:
+        """The network pass (and, tiled, the stitching) now; thresholds and components later."""
         p = self.params(params)
-        maps = self._whole_maps(rgb, cancel, progress, float(p["threshold"]), p)
+        thr = float(p["threshold"])
         n = len(self.manifest.classes)
-        boundary = maps[n] if maps.shape[0] > n else None
-        return maps_to_proposals(
-            maps[:n], self.manifest.classes, self.info, threshold=float(p["threshold"]),
+        if p["full_resolution"]:
+            maps = self._whole_maps(rgb, cancel, progress, thr, p)
+            boundary = maps[n] if maps.shape[0] > n else None
+            return lambda: maps_to_proposals(
+                maps[:n], self.manifest.classes, self.info, threshold=thr,
+                background=self.manifest.background_class, min_area=int(p["min_area"]),
+                boundary=boundary, boundary_threshold=float(p["boundary_threshold"]),
+                min_seed_area=int(p["min_seed_area"]),
+            )
+        rgb = check_image(rgb)
+        tile = self.manifest.tile
+        if tile is not None and max(rgb.shape[:2]) > tile:
+            # tiles are stitched at full resolution: post-process the stitched maps as they are
+            maps = self._whole_maps(rgb, cancel, progress, thr, p)
+            net = NetworkMaps(maps[:n], maps[n] if maps.shape[0] > n else None)
+        else:
+            net = self._network_maps(rgb, p, keep_logits=0.0 < thr < 1.0)
+            if progress:
+                progress(1, 1)
+        return lambda: network_maps_to_proposals(
+            net, rgb.shape[:2], self.manifest.classes, self.info, threshold=thr,
             background=self.manifest.background_class, min_area=int(p["min_area"]),
-            boundary=boundary, boundary_threshold=float(p["boundary_threshold"]),
+            split_panes=bool(p["split_panes"]), boundary_threshold=float(p["boundary_threshold"]),
             min_seed_area=int(p["min_seed_area"]),
         )

@@ -522,7 +522,9 @@ class Mutator:
             fi.notes.append(f"{nw}x{nh} for {w}x{h}")
         elif kind == "unusual-mode":
             base = Image.fromarray(arr) if arr.ndim in (2, 3) else Image.new("L", size)
-            target = rng.choice(["1", "LA", "RGBA", "P", "I", "I;16", "F", "CMYK", "YCbCr", "LAB"])
+            # no "LAB": Pillow's L -> LAB conversion leaves bytes uninitialised, so one seed
+            # would not make the same file twice
+            target = rng.choice(["1", "LA", "RGBA", "P", "I", "I;16", "F", "CMYK", "YCbCr"])
             try:
                 im2 = base.convert(target if target not in ("I;16",) else "I")
                 if target == "I;16":

@@ -68,3 +68,26 @@ def scene(h: int = 96, w: int = 128) -> np.ndarray:
     img[60:85, 90:120] = (255, 0, 0)
     img[10:40, 70:100] = (0, 255, 0)
     return img
+
+
+def cuda_probe(tmp: Path) -> tuple[bool, str]:
+    """Whether ONNX Runtime really runs a model on a CUDA GPU here, found independently of
+    ``inference.runtime.choose_providers`` (the code under test): the provider must be
+    listed, and a session asking for it alone must run a real conv model on it. Returns
+    (works, what was seen), so a test can say which branch it took and why."""
+    import onnxruntime as ort
+
+    listed = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in listed:
+        return False, f"onnxruntime lists {listed}"
+    path = colour_model(tmp / "cuda-probe.onnx", 0)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CUDAExecutionProvider"])
+        out = sess.run(None, {"image": np.zeros((1, 3, 8, 8), np.float32)})[0]
+    except Exception as exc:  # noqa: BLE001 - any failure means no working GPU
+        return False, f"a CUDA session failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    used = sess.get_providers()
+    ok = used[0] == "CUDAExecutionProvider" and out.shape == (1, 1, 8, 8)
+    return ok, f"a CUDA session ran on {used}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import threading
 import sys
 import textwrap
 from pathlib import Path
@@ -142,3 +143,112 @@ def test_the_gpu_story_is_told_once_not_by_every_command(tmp_path: Path, capsys:
     if report.reason:  # no GPU here: the long reason stays out of the command's output
         assert report.reason not in err
     assert str(report) in version_text()
+
+
+def _images(tmp_path: Path, n: int) -> tuple[Path, list]:
+    """``n`` shifted scenes (and an unreadable file after the second) as image records."""
+    from annotation.document import ImageRecord
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    names = []
+    for i in range(n):
+        Image.fromarray(np.roll(scene(), 7 * i, axis=1)).save(root / f"{i}.png")
+        names.append(f"{i}.png")
+        if i == 1:
+            (root / "broken.png").write_bytes(b"not a png")
+            names.append("broken.png")
+    return root, [ImageRecord(name, 128, 96, id=k + 1) for k, name in enumerate(names)]
+
+
+def test_overlapped_run_yields_what_the_plain_run_does_in_order(tmp_path: Path) -> None:
+    from inference.propose import ProposeSummary, image_proposals
+
+    root, records = _images(tmp_path, 5)
+    reg = _registry(tmp_path)
+    runs = {}
+    for overlap in (True, False):
+        seen: list[tuple[int, int, str]] = []
+        summary = ProposeSummary()
+        out = list(image_proposals(root, records, Engine(reg, device="cpu"), summary=summary, overlap=overlap,
+                                   progress=lambda *a: seen.append(a)))
+        runs[overlap] = (out, seen, summary)
+    (a, seen_a, sa), (b, seen_b, sb) = runs[True], runs[False]
+    assert [r.path for r in a] == [r.path for r in b] == ["0.png", "1.png", "2.png", "3.png", "4.png"]
+    assert [[i.mask for i in r.instances] for r in a] == [[i.mask for i in r.instances] for r in b]
+    assert all(r.instances for r in a)
+    assert seen_a == seen_b and [s[2] for s in seen_a] == [r.path for r in records]
+    assert list(sa.skipped) == list(sb.skipped) == ["broken.png"]
+    assert (sa.images, sa.proposals) == (sb.images, sb.proposals) and sa.images == 5
+
+
+def _gated(engine: Engine, started: list[threading.Event], threads: list[str]) -> None:
+    """Make image i's post-processing wait until image i + 1's network pass has begun."""
+    pipe = engine.pipeline()
+    steps = pipe.propose_steps
+    calls: list[int] = []
+
+    def gated(rgb, *args, **kwargs):  # type: ignore[no-untyped-def]
+        i = len(calls)
+        calls.append(i)
+        started[i].set()
+        finish = steps(rgb, *args, **kwargs)
+
+        def later():  # type: ignore[no-untyped-def]
+            threads.append(threading.current_thread().name)
+            if i + 1 < len(started) and not started[i + 1].wait(timeout=5):
+                raise AssertionError(f"image {i}'s post-processing did not overlap image {i + 1}'s network pass")
+            return finish()
+        return later
+
+    pipe.propose_steps = gated  # type: ignore[method-assign]
+
+
+def test_post_processing_overlaps_the_next_images_network_pass(tmp_path: Path) -> None:
+    """Image k's post-processing can only finish once image k + 1's network pass has
+    begun: a run that does not overlap them fails here (after a 5 s wait)."""
+    from inference.propose import image_proposals
+
+    root, records = _images(tmp_path, 4)
+    engine = Engine(_registry(tmp_path), device="cpu")
+    started = [threading.Event() for _ in range(4)]
+    threads: list[str] = []
+    _gated(engine, started, threads)
+    out = list(image_proposals(root, records, engine))
+    assert [r.path for r in out] == ["0.png", "1.png", "2.png", "3.png"]
+    assert len(threads) == 4 and all(t.startswith("specula-postprocess") for t in threads)
+    assert threading.current_thread().name not in threads
+    # the plain run post-processes in the caller's thread, one image after the other
+    started2 = [threading.Event() for _ in range(2)]
+    engine2 = Engine(_registry(tmp_path / "again"), device="cpu")
+    _gated(engine2, started2, [])
+    with pytest.raises(AssertionError, match="did not overlap"):
+        list(image_proposals(root, records[:2], engine2, overlap=False))
+
+
+def test_cancel_stops_an_overlapped_run_between_images(tmp_path: Path) -> None:
+    from inference.propose import ProposeSummary, image_proposals
+
+    root, records = _images(tmp_path, 5)
+    engine = Engine(_registry(tmp_path), device="cpu")
+    stop = threading.Event()
+    passes_after_stop: list[int] = []
+    steps = engine.pipeline().propose_steps
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if stop.is_set():
+            passes_after_stop.append(1)
+        return steps(*args, **kwargs)
+
+    engine.pipeline().propose_steps = counted  # type: ignore[method-assign]
+    summary = ProposeSummary()
+    out = []
+    for result in image_proposals(root, records, engine, summary=summary, cancel=stop):
+        out.append(result.path)
+        if len(out) == 2:
+            stop.set()  # the user presses Stop while the second image is being stored
+    assert summary.cancelled and not passes_after_stop
+    # what was yielded is the plain run's beginning: the images whose network pass had
+    # already gone through when Stop came are finished, nothing after
+    assert out in (["0.png", "1.png"], ["0.png", "1.png", "2.png"])
+    assert summary.images == len(out)

@@ -68,7 +68,11 @@ def test_cam_trains_publishes_and_proposes(tmp_path):
     assert info.task == "cam" and info.has("model.pt") and list(info.manifest.classes) == ["crack"]
     metrics = info.manifest.metrics
     assert "f_measure" in metrics["validation_classification"]
-    assert "crack" in metrics["validation_cam_segmentation"]["per_class"]
+    # scored through the CAM pipeline itself (the product's path), plain CAM and AdvCAM
+    scored = metrics["validation_cam_proposals"]["crack"]
+    assert set(scored) == {"0", "2"}
+    for figures in scored.values():
+        assert figures["images"] == 2 and 0.0 <= figures["iou"] <= 1.0 and 0.0 <= figures["coverage"] <= 1.0
     # the pipeline only makes CAMs for classes it believes present: force it to, to exercise AdvCAM
     proposals = propose_with_engine(reg, "cfd-cam", store.image_file(store.images()[0]),
                                     {"class_threshold": 0.0, "iterations": 1})
