@@ -101,6 +101,28 @@ def test_instance_trains_publishes_and_proposes(tmp_path):
     store.close()
 
 
+def test_instance_at_the_default_512_px_trains_an_epoch_and_proposes(tmp_path):
+    """The size users run (the trainer once passed at 128 px and failed at its default 512):
+    one epoch on five real photos, exported, checked against PyTorch and proposing."""
+    from inference.registry import Registry
+    from training.common import TrainOptions
+    from training.instance import train_instance
+
+    need_set("mirror-msd")
+    ids = sorted(p.stem for p in (data_root() / "mirror-msd" / "image").glob("*.jpg"))[:5]
+    store = build_project(tmp_path / "msd", "mirror-msd", ids, "mirror")
+    reg = tmp_path / "registry"
+    train_instance(TrainOptions(project=store.root, task="instance", epochs=1, registry=reg, name="msd-512",
+                                num_threads=2))
+    man = Registry(reg).get("msd-512", "1").manifest
+    assert man.training["config"]["image_size"] == 512
+    assert man.training["onnx_check"]["inputs_checked"] >= 1  # ONNX agreed with PyTorch, else no publish
+    assert man.training["ranks"][0]["samples"] >= 4  # one epoch over the four training photos
+    proposals = propose_with_engine(reg, "msd-512", store.image_file(store.images()[0]), {"score_threshold": 0.0})
+    assert all(p.class_name == "mirror" for p in proposals)
+    store.close()
+
+
 def test_cli_speaks_json_lines_and_init_takes_only_state_dicts(gdd_project, tmp_path):
     reg = tmp_path / "registry"
     cmd = [sys.executable, "-m", "training", str(gdd_project.root), "--task", "semantic", "--max-steps", "1",
