@@ -98,6 +98,7 @@ class TrainingPanel(QWidget):
         self._pending_paths: list[str] = []
         self._n_epochs = 1
         self.last_published: Optional[tuple[str, str]] = None
+        self.last_gate: Optional[dict] = None
         kept = TrainingProcess.find_running(runs_dir_of(store.root))
         if kept is not None and self.proc.attach(kept):
             self._running_ui(True)
@@ -143,6 +144,7 @@ class TrainingPanel(QWidget):
         cmd = train_command(str(self.store.root), task, epochs, extra)
         self.store.set_meta(META_ACCEPTED_AT_START, str(accepted_count(self.store)))
         self._n_epochs = epochs
+        self.last_published, self.last_gate = None, None
         self.curves.clear()
         self.progress.setValue(0)
         self.status.setStyleSheet("")
@@ -181,9 +183,18 @@ class TrainingPanel(QWidget):
             self.status.setText(f"Epoch {epoch}/{n}: loss {ev.get('loss', float('nan')):.4f}")
         elif kind == "data":
             self.status.setText(f"Training on {ev.get('train_images')} images, validating on {ev.get('val_images')}")
+        elif kind == "gate":
+            self.last_gate = dict(ev)
         elif kind == "published":
             self.last_published = (str(ev.get("name")), str(ev.get("version")))
-            self.status.setText(f"Published {ev.get('name')}@{ev.get('version')}")
+            name, version = self.last_published
+            if ev.get("activated", True):
+                self.status.setText(f"Published {name}@{version}: now in use")
+            else:
+                # the quality gate kept the version in use: say why, and how to use the new one anyway
+                why = (self.last_gate or {}).get("reason", "not better on the validation images")
+                self.status.setText(f"Published {name}@{version}, not used: {why}. "
+                                    f"To use it anyway: specula models activate {name} {version}")
             self.published.emit(*self.last_published)
         elif kind == "error":
             self.status.setText(f"Training error: {ev.get('message')}")
@@ -194,6 +205,9 @@ class TrainingPanel(QWidget):
             self.progress.setValue(1000)
             if self.last_published:
                 msg += f": {self.last_published[0]}@{self.last_published[1]}"
+                if self.last_gate is not None and not self.last_gate.get("activated", True):
+                    msg += (f", not used ({self.last_gate.get('reason')}); to use it anyway: specula models "
+                            f"activate {self.last_published[0]} {self.last_published[1]}")
         else:
             self.status.setStyleSheet("color: #e05050")
         self.status.setText(msg)

@@ -88,7 +88,7 @@ class SubprocessTrainer:
         self.epochs = epochs
 
     def _write_project(self, examples: Sequence[LabelledExample]) -> None:
-        from annotation.document import Instance, InstanceState
+        from annotation.document import ImageStatus, Instance, InstanceState
         from annotation.store import ProjectStore
 
         self.project_dir.mkdir(parents=True, exist_ok=True)
@@ -109,6 +109,8 @@ class SubprocessTrainer:
                 for cls in {c for c, _ in ex.instances}:
                     store.ensure_class(cls)
                 store.add_instances(Instance(rec.id, c, m, InstanceState.ACCEPTED) for c, m in ex.instances)
+                # the simulated annotator labelled every object of the image: all else is background
+                store.set_image_status(rec.id, ImageStatus.DONE)
 
     def train(self, examples: Sequence[LabelledExample], round_index: int) -> ProposalSource:
         self._write_project(examples)

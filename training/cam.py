@@ -106,7 +106,7 @@ def effective_clicks(im: ImageLabels, classes: Sequence[str], patch: int) -> lis
 def background_clicks(im: ImageLabels, cls: str, patch: int) -> list[Click]:
     """Clean-patch points of a fully labelled image: one per patch whose surroundings hold
     no accepted mask of any class (``expert_clicks`` on the union of the masks)."""
-    if not im.fully_labelled:
+    if not (im.instances or im.done):  # an image with rejections only says nothing of its clean surface
         return []
     occupied = np.zeros(im.size, bool)
     for _, mask in im.instances:

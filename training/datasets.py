@@ -10,8 +10,11 @@ Sources of labels (DESIGN.md, 003):
 - rejected proposals are negatives: their pixels are not that class (background
   unless an accepted mask says otherwise) and their centre is a negative click.
 
-An image takes part in fully supervised (semantic, instance) training when it has
-accepted instances or is marked done (then everything unlabelled is background).
+An image takes part in pixel-wise (semantic) training when it is marked done (then
+everything unlabelled is background) or holds labels: then only the labelled pixels
+supervise (``ImageLabels.training_map``: accepted instances, rejected proposals as
+background, every other pixel left out of the loss). Instance training takes images
+with accepted instances.
 The train/validation split is by image and fixed by a seed (``split_by_image``):
 the decision for an image depends only on the seed and the image's path, so adding
 images to a project never moves an old image across the split.
@@ -35,6 +38,7 @@ from annotation.store import ProjectStore
 
 WEAK_CLICK = "weak_click"
 WEAK_CLICK_UNDONE = "weak_click_undone"
+IGNORE = 255  # training-map value of a pixel nobody labelled (left out of the loss)
 
 
 @dataclass(frozen=True)
@@ -77,27 +81,45 @@ class ImageLabels:
 
     @property
     def fully_labelled(self) -> bool:
-        """Usable for pixel-wise training: unlabelled pixels may be taken as background."""
-        return bool(self.instances) or self.done
+        """Usable for pixel-wise training: marked done (every unlabelled pixel is background),
+        or holding labels whose pixels supervise alone (``training_map``)."""
+        return bool(self.instances) or bool(self.negatives) or self.done
 
     def class_map(self, classes: Sequence[str]) -> np.ndarray:
         """``(H, W)`` uint8 map: 0 background, ``i + 1`` for ``classes[i]``.
 
         Later classes are painted over earlier ones (palette drawing order puts
-        nested classes such as glass-in-mirror last).
+        nested classes such as glass-in-mirror last). Every unlabelled pixel is background:
+        the truth of a done image (validation and test scores read it so).
         """
-        out = np.zeros(self.size, np.uint8)
+        return self._paint(np.zeros(self.size, np.uint8), classes)
+
+    def training_map(self, classes: Sequence[str]) -> np.ndarray:
+        """The training target: ``class_map`` on an image marked done; on any other image only
+        what the expert said: accepted instances (their class), rejected proposals
+        (background) and ``IGNORE`` everywhere else, so that a glass pane nobody labelled
+        yet is not taught as background."""
+        if self.done:
+            return self.class_map(classes)
+        out = np.full(self.size, IGNORE, np.uint8)
+        for _name, mask in self.negatives:
+            self._put(out, mask, 0)
+        return self._paint(out, classes)
+
+    def _put(self, out: np.ndarray, mask: Mask, value: int) -> None:
+        x0, y0, x1, y1 = mask.box
+        cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(self.size[1], x1), min(self.size[0], y1)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return
+        crop = mask.array[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        out[cy0:cy1, cx0:cx1][crop] = value
+
+    def _paint(self, out: np.ndarray, classes: Sequence[str]) -> np.ndarray:
         index = {c: i + 1 for i, c in enumerate(classes)}
         for cls in classes:
             for name, mask in self.instances:
-                if name != cls:
-                    continue
-                x0, y0, x1, y1 = mask.box
-                cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(self.size[1], x1), min(self.size[0], y1)
-                if cx1 <= cx0 or cy1 <= cy0:
-                    continue
-                crop = mask.array[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
-                out[cy0:cy1, cx0:cx1][crop] = index[cls]
+                if name == cls:
+                    self._put(out, mask, index[cls])
         return out
 
 

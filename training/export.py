@@ -111,11 +111,13 @@ def publish(
     registry_root: Optional[Path],
     files: Sequence[Path],
     manifest: dict[str, Any],
+    activate: bool = True,
 ):
     """Publish ``files`` with ``manifest`` atomically; returns the registry's ``ModelInfo``.
 
     ``registry_root`` None means the user's registry (``Registry.default()``).
-    A missing version is filled with the next free one.
+    A missing version is filled with the next free one. ``activate``: make it the version
+    in use (``training.gate`` decides for trained models).
     """
     from inference.registry import Registry
 
@@ -124,7 +126,7 @@ def publish(
     if not manifest.get("version"):
         manifest["version"] = new_version(registry, manifest["name"])
     manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    return registry.publish([Path(f) for f in files], manifest)
+    return registry.publish([Path(f) for f in files], manifest, activate=activate)
 
 
 def write_local(folder: Path, files: Sequence[Path], manifest: dict[str, Any]) -> Path:

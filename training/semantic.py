@@ -46,9 +46,10 @@ from training.common import (
     start_run,
     wrap_ddp,
 )
-from training.datasets import ImageLabels, ProjectData, load_project, read_rgb, split_by_image, split_three
+from training.datasets import IGNORE, ImageLabels, ProjectData, load_project, read_rgb, split_by_image, split_three
 from training.encoders.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_SOURCE
 from training.metrics_util import SegmentationMetrics
+from training.gate import init_from_active
 
 DEFAULT_INPUT = (320, 320)
 BACKGROUND = "background"
@@ -74,7 +75,7 @@ def boundary_band(target: np.ndarray, radius: int = BOUNDARY_RADIUS) -> np.ndarr
     labels = np.zeros(target.shape, np.int32)
     nxt = 1
     for v in np.unique(target):
-        if v == 0:
+        if v == 0 or v == IGNORE:  # unlabelled pixels are no region (their loss is left out)
             continue
         n, lab = cv2.connectedComponents((target == v).astype(np.uint8), connectivity=8)
         m = lab > 0
@@ -94,7 +95,7 @@ class CachedImage:
     def __init__(self, labels: ImageLabels, classes: Sequence[str], size: Optional[tuple[int, int]],
                  cache_scale: float = 1.25):
         rgb = read_rgb(labels.path)
-        target = labels.class_map(classes)
+        target = labels.training_map(classes)
         if target.shape != rgb.shape[:2]:
             target = cv2.resize(target, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST)
         if size is None:
@@ -196,14 +197,18 @@ def segmentation_loss(logits, target, dice_weight: float = 1.0):
 
     ``logits`` ``(N, K, H, W)``, ``target`` ``(N, H, W)`` int64. Dice keeps thin
     structures (cracks are ~1.6 % of the pixels) from drowning in background: it
-    counts a missed crack pixel as much as the crack is small.
+    counts a missed crack pixel as much as the crack is small. Pixels of value
+    ``IGNORE`` (nobody labelled them) count in neither term.
     """
     from torch.nn import functional as F
 
-    ce = F.cross_entropy(logits, target)
-    probs = logits.softmax(1)
+    valid = target != IGNORE
+    if not bool(valid.any()):
+        return 0.0 * logits.sum()
+    ce = F.cross_entropy(logits, target, ignore_index=IGNORE)
+    probs = logits.softmax(1) * valid[:, None]
     k = logits.shape[1]
-    onehot = F.one_hot(target, k).permute(0, 3, 1, 2).float()
+    onehot = F.one_hot(target.masked_fill(~valid, 0), k).permute(0, 3, 1, 2).float() * valid[:, None]
     dims = (0, 2, 3)
     inter = (probs * onehot).sum(dims)
     denom = probs.sum(dims) + onehot.sum(dims)
@@ -215,13 +220,19 @@ def segmentation_loss(logits, target, dice_weight: float = 1.0):
     return ce + 0.0 * probs.sum()
 
 
-def boundary_loss(logits, band, pos_weight: float = 3.0):
+def boundary_loss(logits, band, pos_weight: float = 3.0, valid=None):
     """Binary cross-entropy of the boundary head; the band is a few % of the pixels, so
-    its pixels weigh ``pos_weight`` times more (a missed cut merges two panes)."""
+    its pixels weigh ``pos_weight`` times more (a missed cut merges two panes).
+    ``valid`` ``(N, H, W)`` bool: only those pixels count (the labelled ones)."""
     import torch
     from torch.nn import functional as F
 
-    return F.binary_cross_entropy_with_logits(logits[:, 0], band, pos_weight=torch.tensor(pos_weight))
+    if valid is None:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], band, pos_weight=torch.tensor(pos_weight))
+    per_pixel = F.binary_cross_entropy_with_logits(logits[:, 0], band, pos_weight=torch.tensor(pos_weight),
+                                                   reduction="none")
+    w = valid.float()
+    return (per_pixel * w).sum() / w.sum().clamp(min=1.0)
 
 
 def torch_runner(model, device) -> Callable[[np.ndarray], list[np.ndarray]]:
@@ -390,6 +401,10 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
     if not usable:
         raise RuntimeError(f"{data.project}: no image has accepted masks; accept or draw some before training")
     train, val, test = _split(usable, opts)
+    # scores read every unlabelled pixel of a held-out image as background: only images
+    # marked done or holding accepted masks are held out (rejections alone say too little)
+    val = [im for im in val if im.done or im.instances]
+    test = [im for im in test if im.done or im.instances]
     if not train:
         train = val
     classes = list(data.classes)
@@ -403,13 +418,18 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
 
     from training.models import SemanticNet
 
-    pretrained = opts.init is None and opts.encoder == "efficientnet-lite0"
+    init_path = opts.init
+    if init_path is None and not opts.extra.get("from_scratch") and not opts.extra.get("write_local"):
+        # fine-tune the version in use: a few new labels refine it instead of restarting
+        init_path = init_from_active(opts.registry, model_name(opts, data), "semantic")
+    pretrained = init_path is None and opts.encoder == "efficientnet-lite0"
     model = SemanticNet(1 + len(classes), pretrained=pretrained, boundary=with_boundary)
     sources = [f"encoder: EfficientNet-Lite0 ImageNet, {WEIGHTS_SOURCE}"] if pretrained else []
     init_record = None
-    if opts.init is not None:
-        init_record = apply_init(model, opts.init)
-        sources.append(f"init: {opts.init} (sha256 {init_record['sha256_16']}..., {init_record['loaded']} tensors)")
+    if init_path is not None:
+        init_record = apply_init(model, init_path)
+        sources.append(f"init: {init_path} (sha256 {init_record['sha256_16']}..., {init_record['loaded']} tensors)")
+        reporter.emit("init", path=str(init_path), loaded=init_record["loaded"], skipped=init_record["skipped"])
     if not sources:
         sources.append("random initialisation")
     model.to(device)
@@ -467,7 +487,7 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
             out = ddp_model(x)
             if with_boundary:
                 logits, bnd = out
-                loss = segmentation_loss(logits, y) + boundary_loss(bnd, batch_items[2].to(device))
+                loss = segmentation_loss(logits, y) + boundary_loss(bnd, batch_items[2].to(device), valid=y != IGNORE)
             else:
                 loss = segmentation_loss(out, y)
             optim.zero_grad(set_to_none=True)
@@ -612,9 +632,10 @@ def _export_and_publish(model, opts, data, train, val, test, classes, size, prot
                         init_record, run_info, reporter, *, flip: bool, with_boundary: bool,
                         threshold: float, search: bool = False) -> dict[str, Any]:
     from inference.registry import Manifest
-    from training.export import check_onnx_matches, export_semantic_onnx, publish, scratch_dir, write_local
+    from training.export import check_onnx_matches, export_semantic_onnx, scratch_dir, write_local
+    from training.gate import judge, publish_gated, save_weights
 
-    name = opts.name or f"{Path(data.project).name}-semantic"
+    name = model_name(opts, data)
     check_images = [read_rgb(im.path) for im in (val or train)[:2]]
     if size is None:
         inputs = [to_tensor_batch(pad_to_multiple(rgb, PAD_MULTIPLE)) for rgb in check_images]
@@ -677,9 +698,19 @@ def _export_and_publish(model, opts, data, train, val, test, classes, size, prot
             folder = write_local(Path(opts.extra["write_local"]), [onnx_path], manifest)
             reporter.emit("published", name=name, version=manifest["version"], path=str(folder))
             return {"info": None, "path": folder, "metrics": seg, "protocol": proto, "manifest": manifest}
-        info = publish(opts.registry, [onnx_path], manifest)
-    reporter.emit("published", name=info.name, version=info.version, path=str(info.path))
-    return {"info": info, "path": info.path, "metrics": seg, "protocol": proto, "manifest": info.manifest.to_json()}
+        new_score = (manifest["metrics"].get("validation_published") or {}).get("image_mean_iou")
+        gate = judge(opts.registry, name, manifest["classes"], new_score,
+                     lambda folder: _published_scores(folder, val, classes)[0].get("image_mean_iou"),
+                     "validation per-image mean IoU through the pipeline")
+        info = publish_gated(opts.registry, [onnx_path, save_weights(model, Path(tmp))], manifest, gate, reporter)
+    reporter.emit("published", name=info.name, version=info.version, path=str(info.path), activated=gate["activate"])
+    return {"info": info, "path": info.path, "metrics": seg, "protocol": proto, "manifest": info.manifest.to_json(),
+            "gate": gate}
+
+
+def model_name(opts: TrainOptions, data: ProjectData) -> str:
+    """The registry name a run publishes under: ``--name``, else ``<project folder>-semantic``."""
+    return opts.name or f"{Path(data.project).name}-semantic"
 
 
 def _rewrite_manifest(path: Path, data: dict) -> None:

@@ -36,6 +36,9 @@ def test_accept_retrain_switch_version(qtbot, awindow):
     assert tp.last_published == ("tiny-mirror-glass", "2")
     assert tp.progress.value() == 1000
     assert "loss" in tp.curves.series and tp.curves.series["loss"]
+    # the quality gate: version 1 (a one-class test model) cannot be compared with a model of the
+    # palette's classes, so version 2 is used, and the record says why
+    assert tp.last_gate["activated"] is True and "other classes" in tp.last_gate["reason"], tp.last_gate
     # the registry watch (or the 'published' event) offers to re-propose the images not done
     qtbot.waitUntil(lambda: tp.repropose_button.isVisible(), timeout=10000)
     assert "tiny-mirror-glass@2" in tp.repropose_button.text() and "2 images" in tp.repropose_button.text()
@@ -175,3 +178,29 @@ def test_closing_with_training_running_can_stop_it(qtbot, tmp_path, monkeypatch)
 
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+GATED_RUN = ("import json\n"
+             "print(json.dumps({'event': 'data', 'train_images': 2, 'val_images': 1}), flush=True)\n"
+             "print(json.dumps({'event': 'gate', 'name': 'kept-model', 'version': '8', 'activated': False,"
+             " 'new': 0.41, 'active': 0.77, 'active_version': '7', 'metric': 'iou',"
+             " 'reason': 'iou 0.4100 against 0.7700 for version 7 on the same validation images: not better'}),"
+             " flush=True)\n"
+             "print(json.dumps({'event': 'published', 'name': 'kept-model', 'version': '8', 'activated': False}),"
+             " flush=True)\n")
+
+
+def test_a_version_the_gate_kept_out_is_reported_with_both_figures_and_the_way_to_use_it(qtbot, tmp_path):
+    from desktop.main_window import MainWindow
+
+    proj = _labelled_project(tmp_path, 3)
+    win = MainWindow(str(proj))
+    qtbot.addWidget(win)
+    tp = win.assist.training_panel
+    tp.proc.start([sys.executable, "-c", GATED_RUN])
+    qtbot.waitUntil(lambda: tp.last_published is not None and not tp.running, timeout=30000)
+    text = tp.status.text()
+    assert "Training finished: kept-model@8" in text and "not used" in text, text
+    assert "0.4100 against 0.7700 for version 7" in text and "specula models activate kept-model 8" in text, text
+    assert not tp.repropose_button.isVisible()  # nothing new is in use: nothing to re-propose
+    win.close()

@@ -23,13 +23,13 @@ def need_set(name: str) -> Path:
 
 
 def build_project(folder: Path, set_name: str, ids: list[str], class_name: str, palette: str = "mirror-glass",
-                  clicks: bool = False, negatives_per_image: int = 2, seed: int = 0):
+                  clicks: bool = False, negatives_per_image: int = 2, seed: int = 0, done: bool = True):
     """Copy images, open a ProjectStore, add accepted instances from the masks
     (one per connected component) and, with ``clicks``, weak clicks: one positive
     per component and ``negatives_per_image`` negatives on background."""
     from PIL import Image
 
-    from annotation.document import Instance, InstanceState
+    from annotation.document import ImageStatus, Instance, InstanceState
     from annotation.mask import Mask
     from annotation.palette import builtin_palette
     from annotation.store import ProjectStore
@@ -45,6 +45,8 @@ def build_project(folder: Path, set_name: str, ids: list[str], class_name: str, 
         full = np.asarray(Image.open(src / "mask" / f"{stem}.png").convert("L")) > 127
         comps = Mask.from_full(full).components()
         store.add_instances(Instance(rec.id, class_name, m, InstanceState.ACCEPTED) for m in comps)
+        if done:  # the data set's mask is the whole truth: everything else is background
+            store.set_image_status(rec.id, ImageStatus.DONE)
         if clicks:
             for m in comps[:4]:
                 ys, xs = np.nonzero(m.array)

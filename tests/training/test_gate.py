@@ -1,0 +1,112 @@
+"""The quality gate: a trained version that is worse than the one in use is published but not
+used; fine-tuning starts from the version in use."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from training_helpers import REPO, build_project, need_set
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.torch, pytest.mark.training]
+
+SHIPPED = REPO / "assets" / "models" / "mirror-glass-semantic" / "2"
+
+
+def _registry_holding_the_shipped_model(root: Path, name: str):
+    """A registry whose version 1 of ``name`` is the shipped glass model (a strong model in use)."""
+    from inference.registry import Registry
+
+    src = root / "src"
+    src.mkdir(parents=True)
+    manifest = json.loads((SHIPPED / "manifest.json").read_text(encoding="utf-8"))
+    manifest.update(name=name, version="1")
+    shutil.copy(SHIPPED / "model.onnx", src / "model.onnx")
+    reg = Registry(root / "registry")
+    reg.publish([src / "model.onnx"], manifest)
+    return reg
+
+
+def test_a_worse_version_is_published_but_not_used_and_a_first_one_is(tmp_path: Path) -> None:
+    from training.common import TrainOptions
+    from training.semantic import train_semantic
+
+    need_set("glass-gdd")
+    shipped_test = json.loads((SHIPPED / "manifest.json").read_text(encoding="utf-8"))
+    ids = [Path(k).stem for k in shipped_test["training"]["data"]["test_image_keys"][:5]]
+    store = build_project(tmp_path / "p", "glass-gdd", ids, "glass")
+    store.close()
+    reg = _registry_holding_the_shipped_model(tmp_path, "gdd-glass")
+
+    # two optimiser steps at 64 px: far worse than the shipped model on the same images
+    out = train_semantic(TrainOptions(project=tmp_path / "p", task="semantic", epochs=1, max_steps=2,
+                                      input_size=(64, 64), batch_size=2, registry=reg.root, name="gdd-glass",
+                                      num_threads=2, val_fraction=0.4))
+    gate = out["gate"]
+    assert gate["active_version"] == "1" and gate["activate"] is False, gate
+    assert gate["active"] is not None and gate["new"] is not None and gate["new"] < gate["active"], gate
+    assert reg.versions("gdd-glass") == ["1", "2"]  # published all the same
+    assert reg.active("gdd-glass").version == "1"  # ... but the version in use stays
+    kept = reg.get("gdd-glass", "2").manifest.metrics["gate"]
+    assert kept["reason"].endswith("not better") and kept["active"] == gate["active"]
+    # the new version kept its PyTorch weights (for fine-tuning), loadable weights-only
+    weights = reg.get("gdd-glass", "2").path / "weights.pt"
+    sd = torch.load(weights, map_location="cpu", weights_only=True)
+    assert any(k.startswith("encoder.") for k in sd)
+
+    # a first version of another name is used at once, and says why
+    first = train_semantic(TrainOptions(project=tmp_path / "p", task="semantic", epochs=1, max_steps=1,
+                                        input_size=(64, 64), batch_size=2, registry=reg.root, name="fresh",
+                                        num_threads=2, val_fraction=0.4))
+    assert first["gate"]["activate"] is True and first["gate"]["reason"] == "first version of this model"
+    assert reg.active("fresh").version == "1"
+
+    # the next run of "fresh" fine-tunes from the version in use, not from ImageNet
+    again = train_semantic(TrainOptions(project=tmp_path / "p", task="semantic", epochs=1, max_steps=1,
+                                        input_size=(64, 64), batch_size=2, registry=reg.root, name="fresh",
+                                        num_threads=2, val_fraction=0.4))
+    init = again["manifest"]["training"]["init"]
+    assert init is not None and init["file"] == str(reg.get("fresh", "1").path / "weights.pt")
+    assert init["loaded"] > 100 and init["skipped"] == 0
+
+
+def test_the_gate_activates_only_a_better_figure(tmp_path: Path) -> None:
+    """The decision itself, on a real registry: better is used, equal or worse is not,
+    other classes or a version in use that cannot be scored never block the new one."""
+    from training.gate import judge
+
+    reg = _registry_holding_the_shipped_model(tmp_path, "m")
+    classes = ["background", "mirror", "glass", "glass-in-mirror"]
+    seen: list[Path] = []
+
+    def score(folder: Path) -> float:
+        seen.append(folder)
+        return 0.5
+
+    assert judge(reg.root, "m", classes, 0.6, score, "iou")["activate"] is True
+    assert seen == [reg.get("m", "1").path]
+    assert judge(reg.root, "m", classes, 0.5, score, "iou")["activate"] is False
+    assert judge(reg.root, "m", classes, None, score, "iou")["activate"] is False
+    assert judge(reg.root, "m", ["background", "crack"], 0.1, score, "iou")["activate"] is True
+
+    def broken(folder: Path) -> float:
+        raise RuntimeError("cannot load")
+
+    verdict = judge(reg.root, "m", classes, 0.1, broken, "iou")
+    assert verdict["activate"] is True and "could not be scored" in verdict["reason"]
+    assert judge(reg.root, "new-name", classes, 0.1, score, "iou")["reason"] == "first version of this model"
+
+
+def test_from_scratch_skips_the_version_in_use(tmp_path: Path) -> None:
+    import argparse
+
+    from training.cli import configure_parser, options_from_args
+
+    args = configure_parser(argparse.ArgumentParser()).parse_args(
+        [str(tmp_path), "--task", "semantic", "--from-scratch"])
+    assert options_from_args(args).extra.get("from_scratch") is True
+    plain = configure_parser(argparse.ArgumentParser()).parse_args([str(tmp_path), "--task", "semantic"])
+    assert "from_scratch" not in options_from_args(plain).extra
