@@ -74,12 +74,36 @@ def cmd_propose(args: argparse.Namespace) -> int:
             bar.set_postfix_str(path[-40:], refresh=False)
             bar.update(done - bar.n)
 
-        summary = propose_project(
-            store, engine, name, args.images, progress=progress, version=version,
-            on_message=lambda text: print(text, file=sys.stderr),
-        )
+        workers = int(getattr(args, "workers", 0) or 0)
+        if workers < 0:
+            return _fail(f"--workers {workers}: give a number of worker processes, 1 or more")
+        if workers > 0 or getattr(args, "cluster", None):
+            import fnmatch
+
+            from inference.batch import propose_with_workers
+
+            pinned = version or engine.pipeline(name, version).info.version  # every worker loads this one
+            images = [r for r in store.images() if args.images is None or fnmatch.fnmatch(r.path, args.images)]
+            summary = propose_with_workers(
+                store, registry, name, pinned, workers=max(1, workers), cluster=args.cluster,
+                backend="ray" if args.cluster else "local", images=images, device=args.device,
+                resume=not args.again, progress=progress,
+            )
+            for text in summary.messages:
+                print(text, file=sys.stderr)
+        else:
+            summary = propose_project(
+                store, engine, name, args.images, progress=progress, version=version,
+                on_message=lambda text: print(text, file=sys.stderr),
+            )
     except ModelError as exc:
         return _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - narrowed below: only a batch run's own start errors are one line
+        from inference.batch import BatchError
+
+        if isinstance(exc, BatchError):
+            return _fail(str(exc))
+        raise
     except KeyboardInterrupt:
         print("specula: cancelled", file=sys.stderr)
         return 1
@@ -158,6 +182,14 @@ def add_parsers(subparsers: Any) -> None:
                                     "project's palette: your own before shipped ones, then the newest)")
     p.add_argument("--images", help="glob on project-relative paths, e.g. 'span3/*.jpg'")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--workers", type=int, default=0,
+                   help="N local worker processes, this process the only writer; images already proposed with "
+                        "the same model version are skipped, so a stopped run resumes")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the workers on a Ray cluster (ray.init(address=ADDRESS); 'auto' for the local one); "
+                        "needs pip install 'specula[cluster]'")
+    p.add_argument("--again", action="store_true",
+                   help="with --workers/--cluster: propose again on images already proposed with this version")
     p.add_argument("--registry", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_propose)
 

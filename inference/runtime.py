@@ -114,6 +114,18 @@ def choose_providers(requested: str = "auto") -> DeviceReport:
     return DeviceReport(requested, "cpu", cpu, note if requested == "cuda" else f"(GPU not used: {reason})")
 
 
+THREADS_ENV = "SPECULA_ORT_THREADS"
+
+
+def _env_threads() -> int:
+    """``SPECULA_ORT_THREADS`` as a thread count (0: ONNX Runtime's default); bad values ignored."""
+    try:
+        n = int(os.environ.get(THREADS_ENV, "0"))
+    except ValueError:
+        return 0
+    return n if 0 < n <= 1024 else 0
+
+
 class OnnxRuntime:
     """ONNX Runtime sessions with one device choice and a cache keyed by (path, mtime, providers)."""
 
@@ -149,6 +161,9 @@ class OnnxRuntime:
             # ORT's worker threads busy-wait after a run by default; that steals the cores
             # the post-processing (thresholds, components) runs on right after
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            threads = _env_threads()
+            if threads:  # a batch worker's share of the cores (inference.batch), not all of them
+                opts.intra_op_num_threads = threads
             try:
                 sess = ort.InferenceSession(str(path), sess_options=opts, providers=list(self.providers))
             except Exception as exc:  # noqa: BLE001 - ORT raises several types for bad files

@@ -61,6 +61,7 @@ COMMON_EXCLUDES = [
     "matplotlib", "IPython", "jupyter", "notebook", "pandas", "scipy", "sklearn", "skimage",
     "tkinter", "_tkinter", "PyQt5", "PyQt6", "PySide2", "pytest", "hypothesis",
     "pip", "pydoc_data", "lib2to3", "test",
+    "ray",  # the cluster extra: batch proposals on a Ray cluster run from an installed Specula, never a bundle
     # Qt modules we do not use: only QtCore, QtGui and QtWidgets are needed
     "PySide6.QtWebEngineCore", "PySide6.QtWebEngineWidgets", "PySide6.QtWebEngineQuick",
     "PySide6.QtWebChannel", "PySide6.QtWebSockets", "PySide6.QtWebView",
