@@ -53,6 +53,7 @@ _PARSER_PLUGINS: list[tuple[str, str]] = [
     ("training.cli", "add_parsers"),
     ("specula.eval_cli", "add_parsers"),
     ("specula.bench_cli", "add_parsers"),
+    ("specula.clicks_cli", "add_parsers"),
     ("specula.selftest", "add_parsers"),
 ]
 
@@ -160,6 +161,7 @@ def _run(argv: list[str]) -> int:
         return EXIT_OK
     if argv and argv[0] in commands:
         args = parser.parse_args(argv)
+        args.argv = list(argv)  # what was asked, for a command that starts itself again (train --gpus)
         # subcommand modules set either `handler` or `func` on their parsers
         handler: Optional[Callable[[argparse.Namespace], int]] = getattr(args, "handler", None) or getattr(
             args, "func", None

@@ -58,3 +58,30 @@ def test_torchrun_two_ranks_step_alike_and_publish_once(task, tmp_path):
     assert ranks[0]["samples"] == ranks[1]["samples"], ranks
     if task != "cam":  # images are the unit: five split as three and three (one repeated)
         assert ranks[0]["samples"] == 3, ranks
+
+
+def test_train_gpus_n_starts_torchrun_itself(tmp_path):
+    """``specula train --gpus N`` runs the same training as N DDP processes (here on the CPU,
+    gloo): one published version whose ranks stepped alike."""
+    from training.cli import torchrun_command
+
+    cmd = torchrun_command(["P", "--task", "semantic", "--gpus", "2", "--epochs", "1", "--gpus=3"], 2)
+    assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    assert cmd[6:] == ["-m", "training", "P", "--task", "semantic", "--epochs", "1"]
+
+    set_name, cls, palette, extra = CASES["semantic"]
+    need_set(set_name)
+    ids = sorted(p.stem for p in (data_root() / set_name / "image").glob("*.jpg"))[:5]
+    build_project(tmp_path / "p", set_name, ids, cls, palette=palette).close()
+    reg = tmp_path / "registry"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-m", "specula", "train", str(tmp_path / "p"), "--task", "semantic",
+                          "--gpus", "2", "--device", "cpu", "--epochs", "1", "--val-fraction", "0",
+                          "--registry", str(reg), "--name", "gpus", "--json", *extra],
+                         cwd=REPO, capture_output=True, text=True, timeout=540, env=env)
+    assert res.returncode == 0, (res.stdout[-2000:], res.stderr[-2000:])
+    from inference.registry import Registry
+
+    ranks = Registry(reg).get("gpus", "1").manifest.training["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1] and ranks[0]["steps"] == ranks[1]["steps"] > 0
+    assert Registry(reg).versions("gpus") == ["1"]
