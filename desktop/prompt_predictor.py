@@ -1,6 +1,7 @@
-"""Prompt predictions off the GUI thread: the engine's prompt session (a SAM pair when
-one is registered, GrabCut otherwise) gets the image once and a ``predict`` per click.
-Only the newest request's mask comes back (``mask_ready``); errors by ``failed``."""
+"""Prompt predictions off the GUI thread: the engine's prompt session (a SAM pair the user
+registered, else the click-refinement model, else GrabCut: ``inference.pipelines.prompt_choice``)
+gets the image once and a ``predict`` per click. Only the newest request's mask comes
+back (``mask_ready``); errors by ``failed``."""
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -25,28 +26,40 @@ class PromptPredictor(QObject):
         self.runner.finished.connect(lambda _rid: None if self.runner.busy else self.idle.emit())
         self._precompute = JobRunner(self, sync=sync)
         self._precompute.error.connect(lambda _rid, msg: self.failed.emit(f"precomputing embeddings: {msg}"))
-        self._image_key: Optional[str] = None
+        self._bound: tuple[object, Optional[str]] = (None, None)  # (session, image key) set_image was given
         self._session = None
 
     @property
     def busy(self) -> bool:
         return self.runner.busy
 
+    def model_name(self) -> str:
+        """``name@version`` of the model the next click will use (read from the registry,
+        cheap enough for the GUI thread; the answer's own name is authoritative)."""
+        from inference.pipelines.prompt_choice import choose_prompt_model, describe
+
+        try:
+            return describe(choose_prompt_model(self.host.registry))
+        except Exception:  # noqa: BLE001 - only a label: the click itself reports real errors
+            return "grabcut@opencv"
+
     def request(self, rgb: np.ndarray, key: str, points: Sequence[tuple[float, float]], labels: Sequence[int],
-                box: Optional[tuple[float, float, float, float]]) -> int:
-        """Ask for the mask of these prompts: ``points`` (N, 2) xy image pixels, ``labels`` 1/0, ``box`` xyxy."""
+                box: Optional[tuple[float, float, float, float]], previous=None) -> int:
+        """Ask for the mask of these prompts: ``points`` (N, 2) xy image pixels, ``labels`` 1/0,
+        ``box`` xyxy, ``previous`` the ``Mask`` to refine (a selected instance or proposal) or None.
+        All the clicks so far go with every request; the session refines its last answer when
+        a request extends the last one's clicks."""
         pts = np.asarray(points, np.float32).reshape(-1, 2)
         lab = np.asarray(labels, np.int32).reshape(-1)
         bx = None if box is None else tuple(float(v) for v in box)
 
         def run():
-            if self._session is None:
-                self._session = self.host.engine().prompt_session()
-            sess = self._session
-            if self._image_key != key:
+            sess = self.host.engine().prompt_session()  # chosen again: a new model serves the next click
+            self._session = sess
+            if self._bound != (sess, key):
                 sess.set_image(rgb, key)
-                self._image_key = key
-            mask = sess.predict(pts if len(pts) else None, lab if len(lab) else None, bx)
+                self._bound = (sess, key)
+            mask = sess.predict(pts if len(pts) else None, lab if len(lab) else None, bx, previous)
             return mask, f"{sess.model}@{sess.version}"
 
         return self.runner.submit(run)
@@ -58,11 +71,9 @@ class PromptPredictor(QObject):
         def run():
             if not self.host.has_prompt_model():
                 return []
-            if self._session is None:
-                self._session = self.host.engine().prompt_session()
-            return self._session.precompute(paths)
+            return self.host.engine().prompt_session().precompute(paths)
 
         self._precompute.submit(run)
 
     def forget_image(self) -> None:
-        self._image_key = None
+        self._bound = (None, None)

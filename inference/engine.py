@@ -15,10 +15,10 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 
 from inference.pipelines import PIPELINES, Pipeline, Runtimes, build_pipeline
-from inference.pipelines.prompt import GrabCutPromptSession, PromptSession, SamPromptSession, pixels_key
+from inference.pipelines.prompt import GrabCutPromptSession, PromptSession, pixels_key
 from inference.pipelines.prompt_choice import PROMPT_TASKS, choose_prompt_model, open_prompt_session
 from inference.proposal import Proposal
-from inference.registry import ModelError, ModelInfo, Registry, check_files
+from inference.registry import ModelError, ModelInfo, Registry
 from inference.runtime import OnnxRuntime, TorchRuntime
 
 Progress = Optional[Callable[[int, int], None]]
@@ -133,8 +133,7 @@ class Engine:
         if info.task in PIPELINES:
             build_pipeline(info, self.runtimes)
         else:
-            check_files(info)
-            SamPromptSession(info, self.runtimes).close()
+            open_prompt_session(info, self.runtimes).close()  # a SAM pair or a click model
 
     # ---------------------------------------------------------------- proposing
     def propose(

@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # only for the type hint; the registry reads a palette's name
 
 MANIFEST = "manifest.json"
 ACTIVE_FILE = "active.json"
-TASKS = ("semantic", "cam", "instance", "prompt")
+TASKS = ("semantic", "cam", "instance", "prompt", "clicks")
 # the tasks whose models propose instances for a whole image (prompt models answer clicks)
 PROPOSING_TASKS = ("semantic", "cam", "instance")
 ACTIVATIONS = ("softmax", "sigmoid", "none")
@@ -57,6 +57,9 @@ REQUIRED_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
     "cam": (("model.pt",),),
     "instance": (("model.onnx",),),
     "prompt": (("encoder.onnx", "decoder.onnx"),),
+    # click refinement (inference.pipelines.clicks): one network run per click, or an image
+    # encoder run once per crop plus a light head per click
+    "clicks": (("model.onnx",), ("encoder.onnx", "decoder.onnx")),
 }
 WEIGHT_FILES = ("model.onnx", "model.pt", "encoder.onnx", "decoder.onnx", "weights.pt")
 TORCHSCRIPT_FILES = ("model.pt",)  # loaded with torch.jit.load, which runs the archive's code

@@ -59,7 +59,7 @@ def _cuda_failure_reason() -> str:
         "onnxruntime_providers_cuda.dll" if os.name == "nt" else "libonnxruntime_providers_cuda.so"
     )
     if not lib.exists():
-        return "this onnxruntime build has no CUDA provider library (install onnxruntime-gpu)"
+        return _no_provider_advice()
     try:
         ctypes.CDLL(str(lib))
     except OSError as exc:

@@ -21,6 +21,15 @@ its training and its checkpoint choice (``training.data.test_image_keys``, those
 data set). With
 ``--loop`` it labels ``--k`` images, retrains through the training command, proposes on
 the next ``--k``, and writes ``loop_<dataset>.md/.json/.png``.
+
+``--clicks MODEL`` (issue "Correct with clicks") runs each target twice on the same
+proposals: as before, and with the prompt tool's click correction on both sides (a
+registry click model such as ``click-refine``, a model folder, or ``grabcut``); clicks
+go where ``specula bench clicks`` puts them (the centre of the largest error region),
+each charged ``click`` from the cost table, and a second table prints the time saved
+with clicks beside the time saved without them; its headline compares assisted with
+clicks against the faster of the two manual workflows (with or without clicks), so a
+weak click model cannot make the baseline slow.
 """
 from __future__ import annotations
 
@@ -44,6 +53,7 @@ from annotation.effort import (
     source_for,
 )
 from annotation.effort.report import (
+    clicks_table,
     corrections_line,
     effort_table,
     left_over_line,
@@ -52,6 +62,7 @@ from annotation.effort.report import (
     write_loop_report,
 )
 from annotation.effort.runner import DATASETS, DEFAULT_MIN_AREA
+from specula.effort_clicks import ModelClicks
 from specula.effort_model import EngineSource, SubprocessTrainer
 
 
@@ -86,6 +97,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     p.add_argument("--registry", default=None,
                    help="model registry folder for --model (default: the user's registry plus the shipped models)")
     p.add_argument("--tolerance", type=float, default=1.5, help="px a traced outline may depart from the truth")
+    p.add_argument("--clicks", default=None, metavar="MODEL",
+                   help="also run with click correction on both sides: a registry click model (click-refine), "
+                        "a model folder, or grabcut; the table shows the time saved with and without clicks")
+    p.add_argument("--max-clicks", type=int, default=AnnotatorParams.max_clicks,
+                   help="most clicks per object and click session")
     p.add_argument("--costs", default=None, help="cost table TOML (default: assets/effort_costs.toml)")
     p.add_argument("--out", default="reports", help="folder for tables, JSON and plots")
     p.add_argument("--loop", action="store_true", help="label k images, retrain, propose on the next k, repeat")
@@ -160,14 +176,23 @@ def run_bench_effort(args: argparse.Namespace) -> int:
         return _fail("--limit must be a positive number of images")
     if not all(0.0 < t <= 1.0 for t in args.target_iou):
         return _fail("--target-iou must be in (0, 1]")
+    if args.max_clicks < 1:
+        return _fail("--max-clicks must be at least 1")
+    if args.clicks and args.loop:
+        return _fail("--clicks is not supported with --loop (run the loop, then --clicks on its proposals)")
     if args.instance_cap <= 0 or args.correction_cap <= 0:
         return _fail("--instance-cap and --correction-cap must be positive numbers of seconds")
     kind = args.source or ("model" if args.model else "coco" if args.proposals else None)
     try:
         costs = CostTable.load(args.costs)
-        annotators = [SimulatedAnnotator(costs, AnnotatorParams(
-            target_iou=t, tolerance=args.tolerance, instance_cap_s=args.instance_cap,
-            correction_cap_s=args.correction_cap)) for t in dict.fromkeys(args.target_iou)]
+        clicks = ModelClicks.open(args.clicks, args.registry) if args.clicks else None
+        annotators = []
+        for t in dict.fromkeys(args.target_iou):
+            params = AnnotatorParams(target_iou=t, tolerance=args.tolerance, instance_cap_s=args.instance_cap,
+                                     correction_cap_s=args.correction_cap, max_clicks=args.max_clicks)
+            annotators.append(SimulatedAnnotator(costs, params))
+            if clicks is not None:
+                annotators.append(SimulatedAnnotator(costs, params, clicks=clicks))
         if not args.loop and kind is None:
             return _fail("say where proposals come from: --model NAME, --proposals FILE.json, "
                          "or --source degraded-truth (synthetic, for testing)")
@@ -178,6 +203,10 @@ def run_bench_effort(args: argparse.Namespace) -> int:
         if not images:
             return _fail(f"no images with masks in {args.dataset}")
         out = Path(args.out)
+        if clicks is not None:
+            unseen = clicks.unseen(name, [im.path.name for im in images])
+            seen = "not recorded in its manifest" if unseen is None else f"{unseen} of {len(images)}"
+            clicks.label += f"; images held out from its training: {seen}"
         if args.loop:
             if not args.model:
                 return _fail("--loop needs --model NAME (the model the training command publishes)")
@@ -199,7 +228,11 @@ def run_bench_effort(args: argparse.Namespace) -> int:
             for s in summaries:
                 print(left_over_line(s))
                 print(corrections_line(s))
-            print(f"proposals: {source.label}; costs: {costs.source}")
+            if clicks is not None:
+                print()
+                print(clicks_table(summaries))
+            print(f"proposals: {source.label}; costs: {costs.source}"
+                  + (f"; clicks: {clicks.label}" if clicks is not None else ""))
             paths = {im.key: im.path for im in images}
             files = write_effort_report(results, out, {name: proposals_json(kept, paths)})
     except (EffortError, ProposalError, CostTableError) as exc:

@@ -13,6 +13,9 @@ user's projects, settings and registry are never touched):
   edit      a proposal is painted on (Mask.paint_disk), accepted and logged in one transaction
   export    the project is exported as COCO (RLE)
   reimport  the exported file is read back: the edited mask decodes (pycocotools) equal
+  clicks    the shipped click-refinement model (the prompt tool's default) refines a
+            proposal with one click through ONNX Runtime (torch is not imported), and the
+            refined mask and its log row are stored in one transaction
 
   cuda-addon  only when the field bundle's CUDA add-on is there (or --require-cuda): its
             state, the CUDA libraries it loaded or misses
@@ -338,6 +341,56 @@ def _run_checks(checks: _Checks, tmp: Path) -> None:
             extra = ", import_coco reads it back equal"
         return f"{int(decoded.sum())} px decode equal with pycocotools{extra}"
 
+    def clicks() -> str:
+        import cv2
+        import numpy as np
+
+        from annotation.images import load_image
+        from inference.engine import Engine
+        from inference.pipelines.prompt_choice import choose_prompt_model
+
+        had_torch = sys.modules.get("torch") is not None
+        info = choose_prompt_model(s["registry"])
+        if info is None or info.task != "clicks" or not info.read_only:
+            raise RuntimeError("no click-refinement model shipped in assets/models (the prompt tool would "
+                               f"fall back to GrabCut); found {info.name if info else 'none'}")
+        store = s["store"]
+        edited = s.get("edited")
+        waiting = [i for i in store.instances(states=["proposed"]) if edited is None or i.id != edited.id]
+        inst = max(waiting or [store.instance(s["proposals"][0].id)], key=lambda i: i.mask.area)
+        image = store.image(inst.image_id)
+        rgb = load_image(store.root / image.path).rgb
+        # one positive click at the mask's innermost pixel, the mask as the previous one
+        x0, y0, x1, y1 = inst.mask.bbox
+        inner = cv2.distanceTransform(np.pad(inst.mask.read_box((x0, y0, x1, y1)).astype(np.uint8), 1),
+                                      cv2.DIST_L2, 3)[1:-1, 1:-1]
+        cy, cx = np.unravel_index(int(np.argmax(inner)), inner.shape)
+        click = (float(x0 + cx), float(y0 + cy))
+        # the editor's path: the engine's prompt session (the registry's choice) refining the mask
+        session = Engine(s["registry"], device="cpu").prompt_session()
+        if (session.model, session.version) != (info.name, info.version):
+            raise RuntimeError(f"the prompt tool would use {session.model}@{session.version}, not {info.name}")
+        session.set_image(rgb)
+        t0 = time.perf_counter()
+        refined = session.predict(np.array([click]), np.array([1]), previous=inst.mask)
+        ms = (time.perf_counter() - t0) * 1000
+        if refined.image_size != inst.mask.image_size or refined.is_empty():
+            raise RuntimeError(f"the click model answered an empty mask or one of another size ({refined.image_size})")
+        if not had_torch and sys.modules.get("torch") is not None:
+            raise RuntimeError("refining with the click model imported torch")
+        iou = refined.iou(inst.mask)
+        inst.mask = refined
+        with store.transaction():
+            store.update_instance(inst)
+            store.log("prompt_refine", image_id=inst.image_id, instance_id=inst.id, class_name=inst.class_name,
+                      tool="prompt_refine", model=f"{info.name}@{info.version}",
+                      points=[{"x": click[0], "y": click[1], "positive": True, "model": f"{info.name}@{info.version}",
+                               "t": round(time.time(), 3)}])
+        if store.instance(inst.id).mask != refined:
+            raise RuntimeError("the refined mask did not come back from the store as written")
+        return (f"{info.name} {info.version} refined instance {inst.id} with one click in {ms:.0f} ms "
+                f"({inst.mask.area} px, IoU {iou:.2f} with the mask before), stored and logged")
+
     checks.run("qt", qt)
     checks.run("runtime", runtime)
     if os.environ.get("SPECULA_CUDA_ADDON") or s["require_cuda"]:
@@ -349,6 +402,7 @@ def _run_checks(checks: _Checks, tmp: Path) -> None:
     checks.run("edit", edit, needs=("propose",))
     checks.run("export", export, needs=("edit",))
     checks.run("reimport", reimport, needs=("export",))
+    checks.run("clicks", clicks, needs=("propose",))
     store = s.get("store")
     if store is not None:
         store.close()

@@ -46,8 +46,9 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=_size, default=None,
                    help="semantic: HxW network input; cam: crop side; instance: image side; clicks: crop side")
     p.add_argument("--fusion", default=None, choices=("early", "late"),
-                   help="clicks: where the clicks enter the network: early (beside the stem, the whole network per "
-                        "click; default) or late (a light head over image features computed once per crop)")
+                   help="clicks: where the clicks enter the network: late (default: a light head over the frozen "
+                        "encoder's features, computed once per crop) or early (beside the stem: the whole network "
+                        "per click)")
     p.add_argument("--from-scratch", action="store_true",
                    help="semantic: start from ImageNet, not from the weights of the model version in use")
     p.add_argument("--gpus", type=int, default=1,

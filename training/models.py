@@ -1,4 +1,4 @@
-"""The networks the trainers build: semantic segmenter, CAM classifier, Mask R-CNN.
+"""The networks the trainers build: semantic segmenter, CAM classifier, Mask R-CNN, click refiner.
 
 All take RGB scaled to [0, 1] and normalised with ImageNet mean/std (``(N, 3, H, W)``
 float), except Mask R-CNN, which normalises inside (its transform) and takes [0, 1].
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from training.encoders.efficientnet_lite import FEATURE_BLOCKS as _FEATURE_BLOCKS
 from training.encoders.efficientnet_lite import EfficientNetLite0, load_imagenet
 
 
@@ -186,3 +187,151 @@ def build_maskrcnn(
         raise ValueError(f"unknown Mask R-CNN backbone {backbone!r}; use efficientnet-lite0 or resnet50")
     return MaskRCNN(Lite0FPN(pretrained=pretrained), num_classes=num_classes, **common)
 
+
+
+# --------------------------------------------------------------------------- click refinement
+class ClickNet(nn.Module):
+    """Click refinement (``task clicks``): an image crop and ``aux`` maps -> mask logits.
+
+    ``aux`` ``(N, 3, H, W)``: the previous mask (0..1), positive click disks, negative click
+    disks (``inference.pipelines.clicks.aux_input``); output ``(N, 1, H, W)`` logits. H and W
+    multiples of 32. Two designs, both on the ImageNet EfficientNet-Lite0:
+
+    - ``fusion="early"`` (RITM's Conv1S, with ``SemanticNet``'s FPN): the aux maps go
+      through two convolutions whose last is zero-initialised and are added to the
+      encoder's stem convolution, so the
+      network starts as the pretrained one and learns how much the clicks move it (they
+      also join the stride-2 stage of the decoder); the whole network runs per click
+      (one ONNX file);
+    - ``fusion="late"`` (the default model's): the image alone is encoded by the ImageNet
+      encoder, kept frozen, once per crop (``encoder.onnx``), and a light head (no FPN:
+      projections, dilated context at stride 16, up to stride 2) takes its five maps
+      with the aux maps (``decoder.onnx``). Frozen features can be cached, so on a CPU
+      the head trains thousands of steps in minutes, and each click costs only the head.
+
+    ``encode(image)`` -> a tuple of tensors, ``head(features, aux)`` -> logits, so the
+    trainer and the pipeline treat both alike (for ``early``, ``encode`` is the identity).
+    """
+
+    AUX_CHANNELS = 3
+
+    def __init__(self, fusion: str = "early", pretrained: bool = True, width: int = 64):
+        super().__init__()
+        if fusion not in ("early", "late"):
+            raise ValueError(f"fusion {fusion!r}: use early or late")
+        self.fusion = fusion
+        self.encoder = EfficientNetLite0(head=False)
+        if pretrained:
+            load_imagenet(self.encoder)
+        chans = (24, 40, 112, 320)  # strides 4, 8, 16, 32
+        if fusion == "early":
+            # SemanticNet's FPN with separable 3x3 convolutions: its full ones at strides 4
+            # and 2 cost more than the encoder (2.9 GMAC at 384 px), paid on every click
+            self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in chans)
+            self.smooth = nn.ModuleList(_separable(width, width) for _ in chans)
+            self.fuse = _separable(width, width)
+            self.aux_stem = nn.Sequential(nn.Conv2d(self.AUX_CHANNELS, 16, 3, padding=1), nn.ReLU(inplace=True),
+                                          nn.Conv2d(16, 32, 3, stride=2, padding=1))
+            # zero: at the start the encoder sees exactly what ImageNet trained it on
+            nn.init.zeros_(self.aux_stem[2].weight)
+            nn.init.zeros_(self.aux_stem[2].bias)
+            # the maps again at stride 2: the previous mask reaches the output without
+            # crossing the encoder (a short CPU training learns to keep it much sooner)
+            self.fine = nn.Sequential(conv_bn_relu(width + 16 + self.AUX_CHANNELS, 32, 1), _separable(32, 32))
+            self.classifier = nn.Conv2d(32, 1, 1)
+        else:
+            # the encoder is frozen (ImageNet) and its maps are computed once per crop
+            # (encoder.onnx; cached features in training), so all that learns and runs
+            # per click is this head: projections of the maps, the click maps brought
+            # down to each stride, dilated context at stride 16, then up to stride 2
+            self.aux2 = nn.Sequential(nn.Conv2d(self.AUX_CHANNELS, 16, 3, 2, 1), nn.ReLU(inplace=True))
+            self.aux4 = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(inplace=True))
+            self.aux8 = nn.Sequential(nn.Conv2d(32, 32, 3, 2, 1), nn.ReLU(inplace=True))
+            self.aux16 = nn.Sequential(nn.Conv2d(32, 32, 3, 2, 1), nn.ReLU(inplace=True))
+            self.p16 = conv_bn_relu(112 + 320, width, 1)
+            self.ctx_in = conv_bn_relu(width + 32, width, 1)
+            self.ctx = nn.ModuleList(nn.Sequential(nn.Conv2d(width, width, 3, padding=d, dilation=d, bias=False),
+                                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True)) for d in (1, 2, 4, 8))
+            self.mid8 = nn.Sequential(conv_bn_relu(width + 40 + 32, 48, 1), _separable(48, 48))
+            self.mid4 = nn.Sequential(conv_bn_relu(48 + 24 + 32, 32, 1), _separable(32, 32))
+            self.top = nn.Sequential(conv_bn_relu(32 + 16 + 16, 16, 1), _separable(16, 16))
+            self.classifier = nn.Conv2d(16, 1, 1)
+
+    def _fpn(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """FPN over strides 4-32: (fused map at stride 4, the stride-16 level)."""
+        p = self.lateral[3](feats[3])
+        outs = [self.smooth[3](p)]
+        for i in (2, 1, 0):
+            p = self.lateral[i](feats[i]) + _up_to(p, feats[i])
+            outs.insert(0, self.smooth[i](p))
+        y = outs[0]
+        for o in outs[1:]:
+            y = y + _up_to(o, outs[0])
+        return self.fuse(y), outs[2]
+
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``early``: ``(image,)``; ``late``: the encoder's maps at strides 2, 4, 8, 16, 32."""
+        if self.fusion == "early":
+            return (image,)
+        return tuple(self.encoder.features(image))
+
+    def head(self, features: Sequence[torch.Tensor], aux: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, 1, H, W)`` from ``encode``'s output and the aux maps."""
+        if self.fusion == "early":
+            image = features[0]
+            e = self.encoder
+            x = e.act(e._bn0(e._conv_stem(image) + self.aux_stem(aux)))
+            out = []
+            for i, block in enumerate(e._blocks):
+                x = block(x)
+                if i in _FEATURE_BLOCKS:
+                    out.append(x)
+            f2, f4, f8, f16, f32 = out
+            y, _ = self._fpn([f4, f8, f16, f32])
+            y = self.fine(torch.cat([_up_to(y, f2), f2, F.avg_pool2d(aux, 2)], 1))
+            return _up_to(self.classifier(y), image)
+        f2, f4, f8, f16, f32 = features
+        a2 = self.aux2(aux)
+        a4 = self.aux4(a2)
+        a8 = self.aux8(a4)
+        a16 = self.aux16(a8)
+        z = self.p16(torch.cat([f16, _up_to(f32, f16)], 1))
+        z = self.ctx_in(torch.cat([z, a16], 1))
+        for block in self.ctx:
+            z = z + block(z)
+        z = self.mid8(torch.cat([_up_to(z, f8), f8, a8], 1))
+        z = self.mid4(torch.cat([_up_to(z, f4), f4, a4], 1))
+        z = self.top(torch.cat([_up_to(z, f2), f2, a2], 1))
+        return F.interpolate(self.classifier(z), size=aux.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward(self, image: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode(image), aux)
+
+
+def _separable(cin: int, cout: int) -> nn.Sequential:
+    """Depthwise 3x3 then pointwise: a 3x3 view at a fraction of a full convolution's cost."""
+    return nn.Sequential(nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                         nn.ReLU(inplace=True), conv_bn_relu(cin, cout, 1))
+
+
+class ClickEncoder(nn.Module):
+    """``ClickNet.encode`` as a module (the late design's ``encoder.onnx``)."""
+
+    def __init__(self, net: ClickNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor):
+        return self.net.encode(image)
+
+
+class ClickHead(nn.Module):
+    """``ClickNet.head`` as a module (``decoder.onnx``): the encoder's five maps, then aux."""
+
+    def __init__(self, net: ClickNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, f2: torch.Tensor, f4: torch.Tensor, f8: torch.Tensor, f16: torch.Tensor, f32: torch.Tensor,
+                aux: torch.Tensor) -> torch.Tensor:
+        return self.net.head((f2, f4, f8, f16, f32), aux)

@@ -51,6 +51,8 @@ from training.encoders.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, WEI
 from training.metrics_util import SegmentationMetrics
 from training.gate import init_from_active
 
+FINE_TUNE_LR = 1e-4  # learning rate when a run starts from the model version in use
+
 DEFAULT_INPUT = (320, 320)
 BACKGROUND = "background"
 PAD_MULTIPLE = 32  # the encoder's stride: native-size inputs are padded to it
@@ -453,7 +455,11 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
     steps_total = epochs * max(1, len(loader))
     if opts.max_steps:
         steps_total = min(steps_total, opts.max_steps)
-    lr = opts.lr or 1e-3
+    # fine-tuning the version in use: a tenth of the rate, so a few new labels refine what it
+    # learnt instead of shaking it loose (at 1e-3, 8 epochs on 18 images took a model from
+    # validation IoU 0.50 to 0.28)
+    fine_tuning = init_path is not None and opts.init is None
+    lr = opts.lr or (FINE_TUNE_LR if fine_tuning else 1e-3)
     optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     timer = Timer(opts.minutes)
     set_lr(optim, lr, 0.0)

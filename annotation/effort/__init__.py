@@ -8,7 +8,8 @@ comparison of two simulated paths.
 
 Plain Python and numpy/OpenCV; no Qt, no torch. Entry points: ``SimulatedAnnotator``,
 ``run_effort``, ``run_efforts``, ``run_loop``, ``load_dataset``; the command is
-``specula bench effort``.
+``specula bench effort``. Click correction (``clicks``): the click model is injected
+from the application as a ``ClickTool`` (``specula.effort_clicks``).
 """
 from annotation.effort.annotator import (
     CORRECTION_KINDS,
@@ -20,6 +21,7 @@ from annotation.effort.annotator import (
     ProposalMask,
     SimulatedAnnotator,
 )
+from annotation.effort.clicks import ClickResult, ClickTool, click_session
 from annotation.effort.costs import Action, CostTable, CostTableError
 from annotation.effort.proposals import (
     CocoResultsSource,
@@ -45,9 +47,9 @@ from annotation.effort.runner import (
 )
 
 __all__ = [
-    "CORRECTION_KINDS", "MODES", "Action", "AnnotatorParams", "CocoResultsSource", "Correction", "CostTable",
+    "CORRECTION_KINDS", "MODES", "Action", "AnnotatorParams", "ClickResult", "ClickTool", "CocoResultsSource", "Correction", "CostTable",
     "CostTableError", "DegradedTruthSource", "EffortError", "EffortImage", "EffortResult", "ImageLabelling",
     "Labelled", "LabelledExample", "LoopResult", "ProposalError", "ProposalMask", "ProposalSource",
-    "SimulatedAnnotator", "Trainer", "load_dataset", "proposals_json", "run_effort", "run_efforts", "run_loop",
+    "SimulatedAnnotator", "Trainer", "click_session", "load_dataset", "proposals_json", "run_effort", "run_efforts", "run_loop",
     "saving_group", "source_for", "truth_instances",
 ]

@@ -72,6 +72,25 @@ Assisted, per image, proposals in the review queue's order (best score first):
     one (which is visible once every object is labelled), the review panel's "Reject the
     rest of this image" (Shift+R) clears them: one look at the image (``decide``), a
     ``glance`` at each remaining proposal, one key press (``reject``).
+
+With a click tool (``SimulatedAnnotator(..., clicks=ClickTool)``, issue "Correct with
+clicks"; ``annotation.effort.clicks``), both sides have the prompt tool, and the policy
+is fixed, the same for every object, never chosen by comparing simulated outcomes:
+  * drawing (manual, redraw, missed): ``decide`` + ``set_class``, then clicks from
+    nothing (the first at the object's centre); if they stop below the target, the click
+    result is corrected with brush / reroute when that looks like less work than drawing
+    (``worth_fixing``: an estimate by eye from the visible error regions and the object's
+    outline, never a simulation of both ways), else the object is drawn with the polygon
+    or the brush as above and corrected; every click made is charged either way;
+  * a proposal worth correcting (IoU >= ``correct_min_iou``, as without clicks): clicks
+    first, fed the proposal as the previous mask; if they stop below the target, brush /
+    reroute from the click result when ``worth_fixing``, else it is abandoned at once;
+    the correction (clicks and strokes) is abandoned past ``correction_cap_s`` or when it
+    stalls, and the object redrawn (with clicks), all charged;
+  * clicks stop at the target, after ``click_stall`` clicks in a row without visible
+    progress (undone, or a gain under ``click_min_gain``), after ``max_clicks``, or at
+    the time budget. The truth answers "good enough yet?", and, as a person's eyes do,
+    where the largest error is (the click rule) and whether a click helped.
 """
 from __future__ import annotations
 
@@ -82,6 +101,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from annotation.effort.clicks import ClickTool, click_session
 from annotation.effort.costs import Action, CostTable, polygon_cost, stroke_cost
 from annotation.effort.geometry import outline_polygons, path_length, reroute_trace, simplify_path, stroke_plan
 from annotation.mask import Mask, rasterize_polygon
@@ -96,6 +116,8 @@ CORRECTION_KINDS = (
     "polygon_detached",  # missing piece away from the boundary: polygon tool
     "erase_hole",  # surplus piece away from the boundary (or all along it): eraser
     "undone",  # a gesture that did not raise IoU, undone (any kind)
+    "click",  # a click of the prompt tool (kept or undone)
+    "click_undone",  # a click that did not raise IoU, undone
 )
 # how an instance ended (``Labelled.mode``)
 MODES = ("manual", "accepted", "corrected", "abandoned", "redrawn", "missed")
@@ -124,6 +146,9 @@ class AnnotatorParams:
     reject_iou: float = 0.1  # proposals below this with every truth are false
     inside_fraction: float = 0.5  # ... unless this much of them lies inside a truth
     merge_min_fraction: float = 0.01  # fragments smaller than this part of the first proposal are not worth a merge
+    max_clicks: int = 20  # most clicks per click session (the NoC protocol's 20)
+    click_stall: int = 2  # clicks in a row without visible progress: back to brush / reroute / drawing
+    click_min_gain: float = 0.01  # IoU gain a click must bring to count as progress
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_iou <= 1.0:
@@ -256,9 +281,97 @@ def is_thin(mask: Mask, brush_max_radius: float) -> bool:
 class SimulatedAnnotator:
     """Labels truth instances with real mask edits, charging each gesture from a cost table."""
 
-    def __init__(self, costs: CostTable, params: AnnotatorParams = AnnotatorParams()):
+    def __init__(self, costs: CostTable, params: AnnotatorParams = AnnotatorParams(),
+                 clicks: Optional[ClickTool] = None):
         self.costs = costs
         self.params = params
+        self.clicks = clicks  # the prompt tool's click model (None: no click correction)
+        self._draw_estimates: dict = {}
+
+    def set_image(self, rgb: np.ndarray, key: str) -> None:
+        """Show the click tool the image about to be labelled (nothing without one)."""
+        if self.clicks is not None:
+            self.clicks.set_image(rgb, key)
+
+    def _click(self, start: Optional[Mask], truth: Mask, budget: float) -> Correction:
+        """A click session (``annotation.effort.clicks``) as a ``Correction``; clicking also
+        stops when, at the rate the last click gained, finishing with clicks would cost
+        more than the other way looks like (drawing the object, or fixing ``start`` by
+        hand: ``draw_estimate``, ``fix_estimate``)."""
+        assert self.clicks is not None
+        p = self.params
+        other = self.draw_estimate(truth)
+        if start is not None and not start.is_empty():
+            other = min(other, self.fix_estimate(start, truth))
+        res = click_session(self.clicks, start, truth, self.costs, p.target_iou, budget, p.max_clicks,
+                            p.click_stall, p.click_min_gain, other)
+        return Correction(res.mask, res.actions, res.tally, res.ended)
+
+    def worth_fixing(self, mask: Mask, truth: Mask) -> bool:
+        """After clicks stall: fix what they left with brush / reroute, or draw the object?
+
+        A judgement by eye, not a simulation of either way: the mask must be worth
+        correcting (IoU >= ``correct_min_iou``), and the gestures its visible error regions
+        need -- largest first, until what is left would be good enough: one brush or eraser
+        stroke along a thin region (``stroke`` + its length), a reroute of a thick one
+        (a polygon of its outline traced at 4 px) -- must cost less than drawing the object
+        (its cheapest polygon, or for a thin object a stroke per skeleton branch).
+        """
+        if mask.is_empty() or mask.iou(truth) < self.params.correct_min_iou:
+            return False
+        return self.fix_estimate(mask, truth) < self.draw_estimate(truth)
+
+    def fix_estimate(self, mask: Mask, truth: Mask) -> float:
+        """Seconds the visible error regions of ``mask`` look like to fix by hand (by eye:
+        largest first until the rest would be good enough; ``worth_fixing``)."""
+        p, c = self.params, self.costs
+        box = _box_around([mask, truth], pad=2)
+        cur, gt = mask.read_box(box), truth.read_box(box)
+        inter, union = int(np.count_nonzero(cur & gt)), int(np.count_nonzero(cur | gt))
+        comps = [(a, comp, True) for a, comp, _ in _components(gt & ~cur, p.min_error_area)]
+        comps += [(a, comp, False) for a, comp, _ in _components(cur & ~gt, p.min_error_area)]
+        comps.sort(key=lambda t: -t[0])
+        fix = 0.0
+        for area, comp, add in comps:
+            if union and inter / union >= p.target_iou:
+                break
+            half = float(cv2.distanceTransform(np.pad(comp.astype(np.uint8), 1), cv2.DIST_L2, 3).max())
+            if half <= p.brush_max_radius + 1:
+                fix += stroke_cost(c, area / max(1.0, 2.0 * half))
+            else:  # a reroute: the region's outline, traced coarsely
+                fix += polygon_cost(c, max(3, sum(len(r) for r in outline_polygons(comp, 4.0))))
+            inter, union = (inter + area, union) if add else (inter, union - area)
+        return fix
+
+    def draw_estimate(self, truth: Mask) -> float:
+        """Seconds the object looks like to draw: its cheapest polygon, or for a thin one a
+        brush stroke per skeleton branch (what a person judges from its shape)."""
+        key = (id(truth), truth.bbox, truth.area)
+        if key not in self._draw_estimates:
+            c = self.costs
+            if is_thin(truth, self.params.brush_max_radius):
+                est = sum(stroke_cost(c, path_length(pts)) for pts, _ in stroke_plan(truth.cropped().array))
+            else:
+                est = polygon_cost(c, self.cheapest_polygon(truth)[1])
+            if len(self._draw_estimates) > 4096:
+                self._draw_estimates.clear()
+            self._draw_estimates[key] = (truth, est)  # the mask is held so its id stays its own
+        return self._draw_estimates[key][1]
+
+    def refine(self, start: Mask, truth: Mask, budget: float) -> Correction:
+        """Correct a mask worth correcting: clicks first when there is a click tool, then
+        brush / reroute from where they left it, within ``budget`` seconds in all."""
+        if self.clicks is None or start.iou(truth) >= self.params.target_iou:
+            return self.correct(start, truth, budget)
+        clicked = self._click(start, truth, budget)
+        if clicked.ended == "reached" or not self.worth_fixing(clicked.mask, truth):
+            # reached, or the errors left look like more work than drawing the object:
+            # a stall, so the caller abandons it and redraws (clicks charged)
+            return Correction(clicked.mask, clicked.actions, clicked.tally,
+                              "reached" if clicked.ended == "reached" else "stalled")
+        fix = self.correct(clicked.mask, truth, budget - clicked.seconds)
+        tally = Counter(clicked.tally) + Counter(fix.tally)
+        return Correction(fix.mask, clicked.actions + fix.actions, dict(tally), fix.ended)
 
     # ------------------------------------------------------------ gestures
     def _strokes(
@@ -521,6 +634,8 @@ class SimulatedAnnotator:
         c, p = self.costs, self.params
         budget = p.instance_cap_s if budget is None else budget
         acts = [Action("decide", c.decide), Action("set_class", c.set_class)]
+        if self.clicks is not None:
+            return self._draw_with_clicks(truth, class_name, gt_index, mode, budget, acts)
         if is_thin(truth, p.brush_max_radius):
             mask, drawn = self._draw_brush(truth, budget - _seconds(acts))
         else:
@@ -531,6 +646,33 @@ class SimulatedAnnotator:
         final = fix.mask.iou(truth)
         capped = final < p.target_iou and _seconds(acts) >= budget
         return Labelled(gt_index, class_name, fix.mask, final, _seconds(acts), mode, acts, fix.tally, capped)
+
+    def _draw_with_clicks(self, truth: Mask, class_name: str, gt_index: int, mode: str, budget: float,
+                          acts: list[Action]) -> Labelled:
+        """Clicks from nothing, then brush / reroute on their result when it is worth
+        correcting, else the polygon or the brush as without clicks (clicks charged)."""
+        p = self.params
+        clicked = self._click(None, truth, budget - _seconds(acts))
+        acts = acts + clicked.actions
+        tally = Counter(clicked.tally)
+        best, best_iou = clicked.mask, clicked.mask.iou(truth)
+        if clicked.ended != "reached" and _seconds(acts) < budget:
+            if self.worth_fixing(clicked.mask, truth):
+                fix = self.correct(clicked.mask, truth, budget - _seconds(acts))
+            else:
+                if is_thin(truth, p.brush_max_radius):
+                    mask, drawn = self._draw_brush(truth, budget - _seconds(acts))
+                else:
+                    mask, drawn = self._draw_polygon(truth)
+                acts += drawn
+                fix = self.correct(mask, truth, budget - _seconds(acts))
+            acts += fix.actions
+            tally += Counter(fix.tally)
+            fixed_iou = fix.mask.iou(truth)
+            if fixed_iou > best_iou:  # the most accurate mask reached is kept
+                best, best_iou = fix.mask, fixed_iou
+        capped = best_iou < p.target_iou and _seconds(acts) >= budget
+        return Labelled(gt_index, class_name, best, best_iou, _seconds(acts), mode, acts, dict(tally), capped)
 
     def label_manual(self, truths: Sequence[tuple[str, Mask]]) -> ImageLabelling:
         """Label every truth ``(class, mask)`` of one image from scratch."""
@@ -609,7 +751,7 @@ class SimulatedAnnotator:
             acts += redraw.actions
             return Labelled(i, cls, redraw.mask, redraw.iou, _seconds(acts), "redrawn", acts, dict(redraw.corrections),
                             redraw.capped), unused
-        fix = self.correct(start, truth, min(p.correction_cap_s, p.instance_cap_s - _seconds(acts)))
+        fix = self.refine(start, truth, min(p.correction_cap_s, p.instance_cap_s - _seconds(acts)))
         acts += fix.actions
         fixed_iou = fix.mask.iou(truth)
         left = p.instance_cap_s - _seconds(acts)

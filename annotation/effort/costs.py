@@ -39,6 +39,7 @@ class CostTable:
     set_class: float = 0.5
     undo: float = 0.5
     glance: float = 0.5
+    click: float = 2.0
     source: str = "<defaults>"
     reference: dict = field(default_factory=dict, compare=False)
 
@@ -78,7 +79,9 @@ class Action:
     Kinds: ``decide``, ``accept``, ``reject``, ``polygon`` (``vertices`` placed),
     ``stroke`` / ``erase`` (``length`` px of path), ``reroute`` (``vertices`` traced),
     ``merge``, ``set_class``, ``undo``, ``glance`` (one remaining proposal checked before
-    "Reject the rest"), ``reject_rest`` (the Shift+R key press).
+    "Reject the rest"), ``reject_rest`` (the Shift+R key press), ``click`` (one click of
+    the prompt tool, ``annotation.effort.clicks``), ``keep`` (Enter after clicks, charged
+    as ``accept``).
     """
 
     kind: str

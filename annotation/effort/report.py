@@ -14,7 +14,7 @@ from annotation.effort.runner import GROUPS, EffortResult, LoopResult, result_js
 
 def effort_table(summaries: Sequence[dict]) -> str:
     """A Markdown table, one row per data set and target IoU (the terminal prints it as is)."""
-    head = ["data set", "target IoU", "images", "instances", "manual s/inst", "assisted s/inst", "saved %",
+    head = ["data set", "target IoU", "clicks", "images", "instances", "manual s/inst", "assisted s/inst", "saved %",
             "003 formula %"] + [g[0] for g in GROUPS] + [
             "accepted/corrected/abandoned/redrawn/missed", "IoU manual", "IoU assisted", ">=target m/a",
             "capped m/a"]
@@ -23,7 +23,7 @@ def effort_table(summaries: Sequence[dict]) -> str:
         modes = s["modes"]
         capped = s.get("capped", {"manual": 0, "assisted": 0})
         rows.append([s["dataset"], f"{s.get('target_iou', s['params'].get('target_iou', 0.9)):.2f}",
-                     str(s["images"]), str(s["instances"]), f"{s['manual_s_per_instance']:.1f}",
+                     "yes" if s.get("clicks") else "no", str(s["images"]), str(s["instances"]), f"{s['manual_s_per_instance']:.1f}",
                      f"{s['assisted_s_per_instance']:.1f}", f"{s['saved_percent']:.1f}",
                      f"{s['saved_percent_003_formula']:.1f}"]
                     + [str(s["groups"][g[0]]) for g in GROUPS]
@@ -31,6 +31,40 @@ def effort_table(summaries: Sequence[dict]) -> str:
                        f"{s['manual_mean_iou']:.3f}", f"{s['assisted_mean_iou']:.3f}",
                        f"{s['manual_reached_target']}/{s['assisted_reached_target']}",
                        f"{capped['manual']}/{capped['assisted']}"])
+    return _markdown(head, rows)
+
+
+def clicks_table(summaries: Sequence[dict]) -> str:
+    """Time saved with click correction beside the time saved without it, one row per
+    data set and target IoU that was run both ways (same images, same proposals).
+
+    The headline (bold) is assisted with clicks against the FASTER of the two manual
+    workflows (hand tools alone, or hand tools with the prompt tool): a person labelling
+    by hand would use clicks only where they pay, so a weak click model cannot make the
+    baseline slow. Beside it: without clicks on either side (the previous figure), with
+    clicks on both sides, and assisted with clicks against hand tools alone.
+    """
+    plain = {(s["dataset"], s.get("target_iou")): s for s in summaries if not s.get("clicks")}
+    head = ["data set", "target IoU", "instances", "manual s/inst", "manual+clicks s/inst", "assisted s/inst",
+            "assisted+clicks s/inst", "saved, no clicks %", "**saved with clicks vs faster manual %**",
+            "saved, clicks both sides %", "saved, assisted+clicks vs hand tools %", "clicks m/a (undone)",
+            "IoU m+c / a+c"]
+    rows = []
+    for s in summaries:
+        base = plain.get((s["dataset"], s.get("target_iou")))
+        if not s.get("clicks") or base is None:
+            continue
+        m0, a0 = base["manual_seconds"], base["assisted_seconds"]
+        m1, a1 = s["manual_seconds"], s["assisted_seconds"]
+        pct = lambda a, m: f"{100.0 * (1.0 - a / m):.1f}" if m > 0 else "-"  # noqa: E731
+        made, undone = s.get("clicks_made", {}), s.get("clicks_undone", {})
+        n = max(1, s["instances"])
+        rows.append([s["dataset"], f"{s.get('target_iou', 0.9):.2f}", str(s["instances"]), f"{m0 / n:.1f}",
+                     f"{m1 / n:.1f}", f"{a0 / n:.1f}", f"{a1 / n:.1f}", pct(a0, m0), f"**{pct(a1, min(m0, m1))}**",
+                     pct(a1, m1), pct(a1, m0),
+                     f"{made.get('manual', 0)}/{made.get('assisted', 0)} "
+                     f"({undone.get('manual', 0)}/{undone.get('assisted', 0)})",
+                     f"{s['manual_mean_iou']:.3f} / {s['assisted_mean_iou']:.3f}"])
     return _markdown(head, rows)
 
 
@@ -125,12 +159,17 @@ def write_effort_report(results: Sequence[EffortResult], out: Path,
              for s in {s["dataset"]: s for s in summaries}.values()]
     notes += [f"- {left_over_line(s)}" for s in summaries]
     notes += [f"- {corrections_line(s)}" for s in summaries]
+    clicked = [s for s in summaries if s.get("clicks")]
+    if clicked:
+        notes += [f"- clicks: {clicked[0]['clicks']}", "", "## With click correction", "",
+                  clicks_table(summaries)]
     md.write_text("# Labelling effort: manual versus assisted\n\n" + effort_table(summaries) + "\n\n"
                   + "\n".join(notes) + "\n", encoding="utf-8")
     files.append(md)
     several = len({float(r.params.get("target_iou", 0.9)) for r in results}) > 1
     for r in results:
         suffix = f"_iou{float(r.params.get('target_iou', 0.9)):.2f}" if several else ""
+        suffix += "_clicks" if r.clicks else ""
         p = out / f"effort_{r.dataset}{suffix}.json"
         p.write_text(result_json(r), encoding="utf-8")
         files.append(p)

@@ -6,7 +6,8 @@ the class); truth instances are the 8-connected components of the mask with at l
 
 ``run_effort`` labels every image twice with the same ``SimulatedAnnotator``: manually
 and from proposals; ``run_efforts`` does it for several annotators (e.g. several target
-IoUs) on the same proposals, asked for once per image. ``run_loop`` labels ``k``
+IoUs, with and without click correction) on the same proposals, asked for once per
+image. ``run_loop`` labels ``k``
 images, retrains through a ``Trainer``, proposes on the next ``k``, and so on.
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 
 from annotation.effort.annotator import CORRECTION_KINDS, MODES, ImageLabelling, ProposalMask, SimulatedAnnotator
 from annotation.effort.proposals import EffortImage, ProposalSource
-from annotation.images import IMAGE_EXTENSIONS
+from annotation.images import IMAGE_EXTENSIONS, load_image
 from annotation.mask import Mask
 
 DATASETS = {  # folder under the shared data root -> class of its white pixels
@@ -116,6 +117,7 @@ class EffortResult:
     costs_source: str
     params: dict
     wall_seconds: float = 0.0
+    clicks: Optional[str] = None  # the click tool's label when the annotator had one
 
     def summary(self) -> dict:
         n = sum(len(im.manual.instances) for im in self.images)
@@ -147,6 +149,9 @@ class EffortResult:
         return {
             "dataset": self.dataset,
             "proposals": self.source,
+            "clicks": self.clicks,
+            "clicks_made": {side: corrections[side].get("click", 0) for side in ("manual", "assisted")},
+            "clicks_undone": {side: corrections[side].get("click_undone", 0) for side in ("manual", "assisted")},
             "target_iou": target,
             "images": len(self.images),
             "instances": n,
@@ -200,19 +205,32 @@ def run_efforts(
         proposals = source.propose(image)
         if keep_proposals is not None:
             keep_proposals[image.key] = list(proposals)
+        rgb = image_rgb(image) if any(a.clicks is not None for a in annotators) else None
         for k, annotator in enumerate(annotators):
-            per[k].append(label_image(image, None, annotator, proposals))
+            per[k].append(label_image(image, None, annotator, proposals, rgb))
         if progress:
             progress(n + 1, len(images))
     wall = time.perf_counter() - t0
-    return [EffortResult(dataset, source.label, efforts, a.costs.source, vars(a.params).copy(), wall)
+    return [EffortResult(dataset, source.label, efforts, a.costs.source, vars(a.params).copy(), wall,
+                         a.clicks.label if a.clicks is not None else None)
             for efforts, a in zip(per, annotators)]
 
 
+def image_rgb(image: EffortImage) -> np.ndarray:
+    """The image's pixels, ``(H, W, 3)`` uint8 RGB, for a click tool."""
+    rgb = np.asarray(load_image(image.path).rgb)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(rgb[:, :, :3]).astype(np.uint8, copy=False)
+
+
 def label_image(image: EffortImage, source: Optional[ProposalSource], annotator: SimulatedAnnotator,
-                proposals: Optional[Sequence[ProposalMask]] = None) -> ImageEffort:
+                proposals: Optional[Sequence[ProposalMask]] = None, rgb: Optional[np.ndarray] = None) -> ImageEffort:
     """Both labellings of one image (assisted = manual when there is no source and no
-    ``proposals``); ``proposals`` given are used instead of asking ``source``."""
+    ``proposals``); ``proposals`` given are used instead of asking ``source``. An
+    annotator with a click tool is shown the image first (``rgb``, read when not given)."""
+    if annotator.clicks is not None:
+        annotator.set_image(image_rgb(image) if rgb is None else rgb, image.key)
     manual = annotator.label_manual(image.truths)
     if proposals is None:
         if source is None:

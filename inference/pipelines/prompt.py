@@ -12,7 +12,14 @@ The SAM interface is segment-anything's ONNX export:
   the resized frame, ``point_labels`` ``(1, N)`` (box corners labelled 2 and 3, a padding
   point labelled -1 when there is no box), ``mask_input`` ``(1, 1, 256, 256)``,
   ``has_mask_input`` ``(1,)``, ``orig_im_size`` ``(2,)`` = (H, W); outputs ``masks``
-  ``(1, K, H, W)`` logits and ``iou_predictions`` ``(1, K)``.
+  ``(1, K, H, W)`` logits and ``iou_predictions`` ``(1, K)`` (and, in segment-anything's
+  export, ``low_res_masks`` ``(1, K, 256, 256)``).
+
+A second click refines instead of starting over: when a call extends the last call's
+points, the last answer's low-resolution logits go back in as ``mask_input`` with
+``has_mask_input`` = 1 (the decoder's ``low_res_masks`` when it has that output, else the
+answer's logits resampled to that frame); a mask to refine (``previous``, a selected
+instance) enters the same way, as logits of +-``MASK_LOGIT``.
 
 Embeddings are computed once per image, kept in memory and on disk under
 ``user_data_dir()/cache/embeddings/<image sha1>-<model>-<version>.npy``.
@@ -34,6 +41,8 @@ from inference.pipelines.base import Runtimes, check_image
 from inference.registry import ModelError, ModelInfo
 
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
+LOW_RES = 256  # side of SAM's mask_input / low_res_masks frame (a quarter of the 1024 encoder frame)
+MASK_LOGIT = 10.0  # |logit| a given mask becomes in mask_input (SAM's own low-res logits are of this order)
 
 
 def pixels_key(rgb: np.ndarray) -> str:
@@ -64,6 +73,44 @@ class ResizeLongestSide:
         return out
 
 
+def low_res_frame(size: tuple[int, int]) -> tuple[float, int, int]:
+    """SAM's low-resolution frame of an (H, W) image: (scale = low-res pixels per image
+    pixel, lh, lw = the image's part of the ``LOW_RES`` x ``LOW_RES`` grid, top-left)."""
+    h, w = size
+    f = LOW_RES / max(h, w)
+    return f, max(1, min(LOW_RES, int(h * f + 0.5))), max(1, min(LOW_RES, int(w * f + 0.5)))
+
+
+def mask_to_low_res(mask: Mask) -> np.ndarray:
+    """A ``Mask`` -> ``(1, 1, 256, 256)`` float32 logits (+MASK_LOGIT inside, -MASK_LOGIT
+    outside and in the padding), for SAM's ``mask_input``. Costs follow the mask's box."""
+    f, lh, lw = low_res_frame(mask.image_size)
+    out = np.full((1, 1, LOW_RES, LOW_RES), -MASK_LOGIT, np.float32)
+    if mask.is_empty():
+        return out
+    x0, y0, x1, y1 = mask.bbox
+    u0, v0 = int(np.floor(x0 * f)), int(np.floor(y0 * f))
+    u1, v1 = min(lw, max(u0 + 1, int(np.ceil(x1 * f)))), min(lh, max(v0 + 1, int(np.ceil(y1 * f))))
+    # sample the mask at the low-res pixels' centres (area average over their footprint)
+    part = mask.read_box((x0, y0, x1, y1)).astype(np.float32)
+    ex0, ey0 = int(np.floor(u0 / f)), int(np.floor(v0 / f))
+    ex1, ey1 = max(x1, int(np.ceil(u1 / f))), max(y1, int(np.ceil(v1 / f)))
+    full = np.zeros((ey1 - ey0, ex1 - ex0), np.float32)
+    full[y0 - ey0:y1 - ey0, x0 - ex0:x1 - ex0] = part
+    small = cv2.resize(full, (u1 - u0, v1 - v0), interpolation=cv2.INTER_AREA)
+    out[0, 0, v0:v1, u0:u1] = (small * 2.0 - 1.0) * MASK_LOGIT
+    return out
+
+
+def logits_to_low_res(logits: np.ndarray) -> np.ndarray:
+    """``(H, W)`` logits at image resolution -> ``(1, 1, 256, 256)`` in SAM's low-res frame
+    (for decoders that do not output ``low_res_masks``)."""
+    _, lh, lw = low_res_frame(logits.shape[:2])
+    out = np.full((1, 1, LOW_RES, LOW_RES), -MASK_LOGIT, np.float32)
+    out[0, 0, :lh, :lw] = cv2.resize(np.asarray(logits, np.float32), (lw, lh), interpolation=cv2.INTER_AREA)
+    return out
+
+
 class PromptSession:
     """The interface every prompt backend offers (numpy in, ``Mask`` out)."""
 
@@ -78,9 +125,15 @@ class PromptSession:
 
     def predict(
         self, points: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None,
-        box: Optional[Sequence[float]] = None,
+        box: Optional[Sequence[float]] = None, previous: Optional[Mask] = None,
     ) -> Mask:
-        """Mask for the prompts on the current image (see module docstring for coordinates)."""
+        """Mask for the prompts on the current image (see module docstring for coordinates).
+
+        ``previous``: a ``Mask`` of this image to refine (a selected instance or proposal),
+        or None to start from the prompts alone. Calls get all the prompts so far; a call
+        that extends the last one's points may refine the last answer instead of
+        starting over (SAM: its low-resolution logits fed back as ``mask_input``).
+        """
         raise NotImplementedError
 
     def precompute(self, image_paths: Iterable[str | Path]) -> list[Future]:
@@ -119,6 +172,13 @@ class SamPromptSession(PromptSession):
             raise ModelError(f"{info.file('decoder.onnx')}: inputs {sorted(dec_names)} are not the SAM decoder's "
                              f"({', '.join(DECODER_INPUTS)})")
         self._dec_inputs = dec_names
+        self._dec_outputs = [o.name for o in self._dec.get_outputs()]
+        if "masks" not in self._dec_outputs or "iou_predictions" not in self._dec_outputs:
+            raise ModelError(f"{info.file('decoder.onnx')}: outputs {self._dec_outputs} lack 'masks' and "
+                             "'iou_predictions'")
+        # the last call's prompts and answer, in low-res logits, fed back by a call extending them
+        self._last: Optional[tuple[np.ndarray, np.ndarray, Optional[tuple[float, ...]], Optional[Mask], np.ndarray]] = None
+        self.fed_back = False  # whether the last predict fed a mask back as mask_input (for tests and the log)
         if cache_dir is None:
             from annotation.resources import user_data_dir
 
@@ -182,6 +242,7 @@ class SamPromptSession(PromptSession):
         rgb = check_image(rgb)
         self._embedding = self.embedding(rgb, key or pixels_key(rgb))
         self._size = rgb.shape[:2]
+        self._last = None
 
     def precompute(self, image_paths: Iterable[str | Path]) -> list[Future]:
         """Embed images in a background thread (one worker); returns their futures."""
@@ -204,15 +265,34 @@ class SamPromptSession(PromptSession):
             self._pool = None
 
     # ---------------------------------------------------------------- prompts
+    def _mask_input(self, pts: np.ndarray, lab: np.ndarray, box: Optional[tuple[float, ...]],
+                    previous: Optional[Mask]) -> Optional[np.ndarray]:
+        """What goes in as ``mask_input``: the last answer's logits when these prompts extend
+        the last call's (same box, same mask refined), else ``previous`` as logits, else None."""
+        if self._last is not None:
+            lp, ll, lb, lprev, low = self._last
+            n = len(lp)
+            if (lb == box and lprev is previous and len(pts) > n and np.array_equal(pts[:n], lp)
+                    and np.array_equal(lab[:n], ll)):
+                return low
+        if previous is not None and not previous.is_empty():
+            if previous.image_size != tuple(self._size or ()):
+                raise ValueError(f"the mask to refine is of a {previous.image_size} image, not {self._size}")
+            return mask_to_low_res(previous)
+        return None
+
     def predict(
         self, points: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None,
-        box: Optional[Sequence[float]] = None,
+        box: Optional[Sequence[float]] = None, previous: Optional[Mask] = None,
     ) -> Mask:
         if self._embedding is None or self._size is None:
             raise RuntimeError("call set_image before predict")
-        pts, lab = _prompts(points, labels)
-        if len(pts) == 0 and box is None:
+        user_pts, user_lab = _prompts(points, labels)
+        bx = None if box is None else tuple(float(v) for v in box)
+        mask_input = self._mask_input(user_pts, user_lab, bx, previous)
+        if len(user_pts) == 0 and box is None and mask_input is None:
             raise ValueError("give at least one point or a box")
+        pts, lab = user_pts, user_lab
         if box is not None:
             b = np.asarray(box, np.float32).reshape(2, 2)
             pts = np.concatenate([pts, b])
@@ -225,15 +305,23 @@ class SamPromptSession(PromptSession):
             "image_embeddings": self._embedding,
             "point_coords": coords[None].astype(np.float32),
             "point_labels": lab[None].astype(np.float32),
-            "mask_input": np.zeros((1, 1, 256, 256), np.float32),
-            "has_mask_input": np.zeros(1, np.float32),
+            "mask_input": np.zeros((1, 1, LOW_RES, LOW_RES), np.float32) if mask_input is None else mask_input,
+            "has_mask_input": np.full(1, 0.0 if mask_input is None else 1.0, np.float32),
             "orig_im_size": np.asarray(self._size, np.float32),
         }
-        masks, iou = self._dec.run(["masks", "iou_predictions"], {k: v for k, v in feeds.items() if k in self._dec_inputs})
-        best = int(np.argmax(np.asarray(iou).reshape(-1))) if np.asarray(masks).shape[1] > 1 else 0
-        logits = np.asarray(masks)[0, best]
+        wanted = ["masks", "iou_predictions"] + (["low_res_masks"] if "low_res_masks" in self._dec_outputs else [])
+        out = self._dec.run(wanted, {k: v for k, v in feeds.items() if k in self._dec_inputs})
+        masks, iou = np.asarray(out[0]), np.asarray(out[1])
+        best = int(np.argmax(iou.reshape(-1))) if masks.shape[1] > 1 else 0
+        logits = masks[0, best]
         if logits.shape != tuple(self._size):
             logits = cv2.resize(logits, (self._size[1], self._size[0]), interpolation=cv2.INTER_LINEAR)
+        if len(out) > 2 and np.asarray(out[2]).shape[-2:] == (LOW_RES, LOW_RES):
+            low = np.asarray(out[2], np.float32)[:, best:best + 1].reshape(1, 1, LOW_RES, LOW_RES)
+        else:
+            low = logits_to_low_res(logits)
+        self._last = (user_pts, user_lab, bx, previous, low)
+        self.fed_back = mask_input is not None
         return Mask.from_full(logits > 0.0)
 
 
@@ -259,12 +347,20 @@ class GrabCutPromptSession(PromptSession):
 
     def predict(
         self, points: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None,
-        box: Optional[Sequence[float]] = None,
+        box: Optional[Sequence[float]] = None, previous: Optional[Mask] = None,
     ) -> Mask:
         if self._rgb is None:
             raise RuntimeError("call set_image before predict")
         h, w = self._rgb.shape[:2]
         pts, lab = _prompts(points, labels)
+        if previous is not None and not previous.is_empty():
+            # start from the mask: probable foreground inside it, probable background in a
+            # margin around it, the clicks sure (the benchmark's GrabCut baseline does the same)
+            from inference.pipelines.clicks import GrabCutClickSession
+
+            refine = GrabCutClickSession(self.iterations, self.click_radius, self.margin)
+            refine.set_image(self._rgb)
+            return refine.predict(pts[lab == 1], pts[lab == 0], previous_mask=previous)
         pos = pts[lab == 1]
         if box is None:
             if len(pos) == 0:

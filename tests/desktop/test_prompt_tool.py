@@ -1,5 +1,7 @@
 """The prompt tool (P) and the weak-click tool (K) in the real window. No SAM pair is
-registered, so the prompt tool runs on the GrabCut fallback, off the GUI thread."""
+registered, so the prompt tool runs on the click-refinement model when one is shipped
+(else the GrabCut fallback), off the GUI thread. Refining a selected mask:
+test_prompt_refine.py."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
@@ -39,7 +41,8 @@ def test_prompt_clicks_and_enter_make_an_instance(qtbot, awindow):
     row = win.store.interactions(actions=["prompt"])[-1]
     assert row.instance_id == new.id and row.duration >= 0
     assert row.details["clicks"] == 2 and row.details["positive"] == 1 and row.details["negative"] == 1
-    assert row.details["model"] == "grabcut@opencv"
+    assert row.details["model"] == tool.source == win.assist.predictor.model_name()
+    assert [p["positive"] for p in row.details["points"]] == [True, False]
     assert tool.points == [] and tool.mask is None  # ready for the next object
     stored = [i for i in fresh_instances(win.store.root) if i.id == new.id]
     assert stored and stored[0].mask.area == new.mask.area
@@ -58,7 +61,7 @@ def test_prompt_box_and_escape(qtbot, awindow):
     assert tool.box is not None and tool.box[0] < tool.box[2]
     qtbot.waitUntil(lambda: tool.mask is not None and not tool.pending, timeout=20000)
     x0, y0, x1, y1 = tool.mask.bbox
-    assert x0 >= 540 and x1 <= 740  # inside the box plus GrabCut's margin
+    assert x0 >= 520 and x1 <= 760  # inside the box plus a margin (GrabCut's, or the click model's window)
     key(qtbot, win, Qt.Key.Key_Escape)
     assert tool.mask is None and tool.box is None and tool._preview is None
     n = len(win.session.instances)
