@@ -6,7 +6,9 @@ Every handler returns an exit code: 0 done, 1 done with images skipped or cancel
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -65,8 +67,17 @@ def cmd_propose(args: argparse.Namespace) -> int:
         print(engine.device_short, file=sys.stderr)
         engine.on_message = lambda text: print(text, file=sys.stderr)
 
+        started = time.monotonic()
+
         def progress(done: int, total: int, path: str) -> None:
             nonlocal bar
+            if args.json:  # one line per image for the desktop or a script: rate, time left
+                elapsed = max(1e-9, time.monotonic() - started)
+                rate = done / elapsed
+                print(json.dumps({"event": "progress", "done": done, "total": total, "path": path,
+                                  "images_per_second": round(rate, 3),
+                                  "eta_s": round((total - done) / rate, 1) if rate > 0 else None}), flush=True)
+                return
             if bar is None:
                 from tqdm import tqdm
 
@@ -111,7 +122,13 @@ def cmd_propose(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
         store.close()
-    print(summary)
+    if args.json:
+        print(json.dumps({"event": "done", "model": summary.model, "version": summary.version,
+                          "images": summary.images, "proposals": summary.proposals, "skipped": summary.skipped,
+                          "cancelled": summary.cancelled, "seconds": round(summary.seconds, 2),
+                          "messages": summary.messages}), flush=True)
+    else:
+        print(summary)
     return 1 if (summary.skipped or summary.cancelled) else 0
 
 
@@ -188,6 +205,9 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--cluster", metavar="ADDRESS",
                    help="run the workers on a Ray cluster (ray.init(address=ADDRESS); 'auto' for the local one); "
                         "needs pip install 'specula[cluster]'")
+    p.add_argument("--json", action="store_true",
+                   help="progress as JSON lines on stdout (done, total, images per second, seconds left), "
+                        "then a summary line")
     p.add_argument("--again", action="store_true",
                    help="with --workers/--cluster: propose again on images already proposed with this version")
     p.add_argument("--registry", help=argparse.SUPPRESS)

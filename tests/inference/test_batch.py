@@ -154,3 +154,17 @@ def test_a_local_ray_cluster_gives_the_one_process_result(tmp_path: Path) -> Non
         ray.shutdown()
     assert summary.images == 40 and not summary.skipped, summary
     assert _proposals(folder) == reference
+
+
+def test_json_progress_for_the_desktop_and_scripts(tmp_path: Path) -> None:
+    import json
+
+    folder = _project(tmp_path / "p", 3)
+    run = _cli(folder, "--workers", "1", "--json")
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert [e["done"] for e in progress] == [1, 2, 3] and all(e["total"] == 3 for e in progress)
+    assert all(e["images_per_second"] > 0 for e in progress) and progress[-1]["eta_s"] == 0
+    assert events[-1]["event"] == "done" and events[-1]["images"] == 3 and events[-1]["skipped"] == {}
