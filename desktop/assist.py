@@ -110,6 +110,7 @@ class Assist(QObject):
         ctx = self.ctx
         self.review_panel = ReviewPanel(self.review, actions, ctx.store)
         self.review_panel.model_chosen.connect(self._model_chosen)
+        self.review_panel.workers.valueChanged.connect(lambda n: setattr(self.proposer, "workers", int(n)))
         self.review_panel.cam.params_changed.connect(self._cam_params)
         try:
             root = self.host.registry.root

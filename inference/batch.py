@@ -114,8 +114,8 @@ def _local_results(jobs: Sequence[Job], workers: int, init_args: tuple, failures
     pending = list(jobs)
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding threads and sessions
     while pending:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_local,
-                                 initargs=init_args) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_local, initargs=init_args)
+        try:
             futures = {}
             for job in pending:
                 attempts[job.image_id] = attempts.get(job.image_id, 0) + 1
@@ -150,6 +150,9 @@ def _local_results(jobs: Sequence[Job], workers: int, init_args: tuple, failures
                         else:
                             failures[job.image_id] = "its worker died twice"
                     futures = {}
+        finally:
+            # stopped early (cancelled, the consumer gone): images not started are dropped
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _ray_results(jobs: Sequence[Job], workers: int, init_args: tuple, address: Optional[str],
@@ -189,6 +192,45 @@ def _ray_results(jobs: Sequence[Job], workers: int, init_args: tuple, address: O
         ray.kill(a)
 
 
+def worker_results(
+    root: str,
+    registry,
+    model: str,
+    version: str,
+    jobs: Sequence[Job],
+    *,
+    workers: int = 2,
+    cluster: Optional[str] = None,
+    backend: str = "local",
+    params: Optional[Mapping[str, Any]] = None,
+    device: str = "auto",
+    failures: Optional[dict[int, str]] = None,
+    retried: Optional[list[int]] = None,
+    ray_init: Optional[Mapping[str, Any]] = None,
+) -> Iterator[tuple[int, Optional[ImageProposals], str]]:
+    """``(image_id, proposals or None, error)`` of each of ``jobs`` (images under ``root``),
+    in the order they finish, from ``workers`` worker processes (or Ray actors). Touches no
+    database: the caller stores (the CLI's driver, or the desktop's GUI thread). Closing the
+    generator stops the workers; images that failed twice land in ``failures``."""
+    from inference.runtime import _env_threads
+
+    # each worker's share of the cores, unless the user fixed it (SPECULA_ORT_THREADS)
+    threads = _env_threads() or max(1, (os.cpu_count() or 1) // max(1, workers))
+    roots = [str(registry.root), *(str(r) for r in registry.extra_roots)]
+    init_args = (roots, model, version, dict(params or {}), device, str(root), threads)
+    failures = {} if failures is None else failures
+    retried = [] if retried is None else retried
+    if backend == "ray" or cluster:
+        return _ray_results(jobs, workers, init_args, cluster, failures, ray_init)
+    return _local_results(jobs, workers, init_args, failures, retried)
+
+
+def jobs_for(records: Sequence[ImageRecord], skip: Optional[set[int]] = None) -> list[Job]:
+    """The jobs of ``records`` (those with an id, none in ``skip``)."""
+    skip = skip or set()
+    return [Job(int(r.id), r.path, r.sha1) for r in records if r.id is not None and int(r.id) not in skip]
+
+
 def propose_with_workers(
     store,
     registry,
@@ -213,22 +255,14 @@ def propose_with_workers(
     start = time.perf_counter()
     records = list(images if images is not None else store.images())
     skip = already_proposed(store, model, version) if resume else set()
-    jobs = [Job(int(r.id), r.path, r.sha1) for r in records if r.id is not None and int(r.id) not in skip]
+    jobs = jobs_for(records, skip)
     by_id = {j.image_id: j for j in jobs}
     total = len(jobs)
-    # each worker's share of the cores, unless the user fixed it (SPECULA_ORT_THREADS)
-    from inference.runtime import _env_threads
-
-    threads = _env_threads() or max(1, (os.cpu_count() or 1) // max(1, workers))
-    roots = [str(registry.root), *(str(r) for r in registry.extra_roots)]
-    init_args = (roots, model, version, dict(params or {}), device,
-                 str(store.root), threads)
     failures: dict[int, str] = {}
     retried: list[int] = []
-    if backend == "ray" or cluster:
-        results = _ray_results(jobs, workers, init_args, cluster, failures, ray_init)
-    else:
-        results = _local_results(jobs, workers, init_args, failures, retried)
+    results = worker_results(store.root, registry, model, version, jobs, workers=workers, cluster=cluster,
+                             backend=backend, params=params, device=device, failures=failures, retried=retried,
+                             ray_init=ray_init)
     batch: list[ImageProposals] = []
     last_commit = time.monotonic()
     done = 0
@@ -260,6 +294,7 @@ def propose_with_workers(
                 progress(done, total, job.path)
     finally:
         flush()  # what finished is kept, even when the run stops
+        getattr(results, "close", lambda: None)()  # and the workers stop
     for image_id, why in failures.items():
         job = by_id.get(image_id)
         summary.skipped[job.path if job else f"image {image_id}"] = f"failed: {why}"

@@ -3,9 +3,11 @@ first), the project-wide count, the model in use, accept / reject / next, accept
 above a score, propose this image or the project, and the CAM controls."""
 from __future__ import annotations
 
+import os
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                               QPushButton, QToolButton, QVBoxLayout, QWidget)
+                               QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from desktop.coalesce import Coalesced
 from desktop.review.cam_controls import CamControls
@@ -40,6 +42,14 @@ class ReviewPanel(QWidget):
             b.setDefaultAction(actions[name])
             b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
             row.addWidget(b)
+        # "Propose the whole project" with several local worker processes (each its own
+        # model session; this window stays the only writer)
+        self.workers = QSpinBox(objectName="review.workers")
+        self.workers.setRange(1, max(1, os.cpu_count() or 1))
+        self.workers.setPrefix("× ")
+        self.workers.setToolTip("Worker processes for 'Propose the whole project' (1: one, in the background "
+                                "of this window); each loads the model, this window stores what they find")
+        row.addWidget(self.workers)
         lay.addLayout(row)
         self.count = QLabel(objectName="review.count")
         lay.addWidget(self.count)

@@ -57,6 +57,43 @@ def _images_job(engine_host, root, records, model, params):
     return run
 
 
+def _workers_job(engine_host, root, records, model, params, workers):
+    """The same with ``workers`` worker processes (``inference.batch``): they compute, this
+    job hands each image's proposals to the GUI thread, which stores them as always."""
+    def run(progress=None, cancel=None, emit=None):
+        from annotation.cancel import is_cancelled
+        from inference.batch import jobs_for, worker_results
+        from inference.propose import ProposeSummary
+
+        engine = engine_host.engine()
+        info = engine.pipeline(model, None).info  # every worker loads this version
+        summary = ProposeSummary(model=info.name, version=info.version)
+        jobs = jobs_for(records)
+        paths = {j.image_id: j.path for j in jobs}
+        failures: dict[int, str] = {}
+        results = worker_results(root, engine.registry, info.name, info.version, jobs, workers=workers,
+                                 params=params, failures=failures)
+        try:
+            for done, (image_id, result, error) in enumerate(results, 1):
+                if result is None:
+                    summary.skipped[paths.get(image_id, str(image_id))] = error
+                else:
+                    summary.images += 1
+                    summary.proposals += len(result.instances)
+                    emit(result)
+                if progress:
+                    progress(done, len(jobs), paths.get(image_id, ""))
+                if is_cancelled(cancel):
+                    summary.cancelled = True
+                    break
+        finally:
+            results.close()  # the workers stop; images not started are dropped
+        for image_id, why in failures.items():
+            summary.skipped[paths.get(image_id, str(image_id))] = f"failed: {why}"
+        return summary
+    return run
+
+
 class Proposer(QObject):
     """``busy_changed(bool, text)`` drives the status-bar progress; ``done(text)`` reports;
     ``image_stored(image_id)`` after proposals of an image other than the open one landed."""
@@ -82,6 +119,7 @@ class Proposer(QObject):
         self._params: dict[int, dict] = {}
         self.model: Optional[str] = None
         self.params: dict = {}
+        self.workers = 1  # worker processes for "Propose the whole project" (1: this process's worker thread)
 
     @property
     def busy(self) -> bool:
@@ -122,11 +160,15 @@ class Proposer(QObject):
             wanted = set(paths)
             records = [r for r in records if r.path in wanted]
         records = [r for r in records if not r.error]
-        rid = self.runner.submit(_images_job(self.ctx.host, store.root, records, self.model, dict(self.params)),
-                                 with_progress=True, with_cancel=True, with_emit=True)
+        if self.workers > 1 and len(records) > 1:
+            job = _workers_job(self.ctx.host, store.root, records, self.model, dict(self.params), self.workers)
+        else:
+            job = _images_job(self.ctx.host, store.root, records, self.model, dict(self.params))
+        rid = self.runner.submit(job, with_progress=True, with_cancel=True, with_emit=True)
         self._kind[rid], self._params[rid] = "project", dict(self.params)
         n = "every image" if paths is None else f"{len(records)} images"
-        self.busy_changed.emit(True, f"Proposing {n}…")
+        by = f" with {self.workers} worker processes" if self.workers > 1 and len(records) > 1 else ""
+        self.busy_changed.emit(True, f"Proposing {n}{by}…")
         return rid
 
     # ------------------------------------------------------------ results (GUI thread)

@@ -228,3 +228,34 @@ def test_n_with_nothing_left_goes_on_to_the_next_image_with_proposals(qtbot, awi
     # Ctrl+F brings the search box forward
     win.actions_by_name["image.find"].trigger()
     assert win.editor.images_box.filters.search.hasFocus() or win.editor.images_box.filters.search.isVisible()
+
+
+def test_propose_project_with_worker_processes_stores_what_one_worker_does(qtbot, awindow):
+    """The Review panel's worker count: two worker processes compute, the window stores each
+    image's proposals as it does with one; the result is the same, image for image."""
+    import numpy as np
+
+    win = awindow
+    qtbot.waitUntil(lambda: win.current_rgb is not None, timeout=20000)
+
+    def stored():
+        out = {}
+        for rec in win.store.images():
+            out[rec.path] = sorted((i.class_name, round(float(i.score), 5), np.packbits(i.mask.to_full()).tobytes())
+                                   for i in win.store.instances(rec.id) if i.is_proposal)
+        return out
+
+    panel = win.assist.review_panel
+    panel.workers.setValue(2)
+    assert win.assist.proposer.workers == 2
+    win.actions_by_name["action.propose_project"].trigger()
+    qtbot.waitUntil(lambda: not win.assist.proposer.busy, timeout=120000)
+    with_workers = stored()
+    assert len(with_workers) == 2 and all(with_workers.values())
+    rows = win.store.interactions(actions=["propose"])
+    assert len({r.image_id for r in rows}) == 2  # one log row per image, written by this window
+
+    panel.workers.setValue(1)
+    win.actions_by_name["action.propose_project"].trigger()
+    qtbot.waitUntil(lambda: not win.assist.proposer.busy, timeout=60000)
+    assert stored() == with_workers
