@@ -12,8 +12,11 @@ from typing import Any
 from specula.cli import EXIT_BAD_INPUT, EXIT_FAIL, EXIT_OK, CommandError, fail, printable
 from specula.progress import TerminalProgress
 
-IMPORT_FORMATS = ("coco", "labelme", "cvat", "color-masks", "instance-masks", "class-masks")
-EXPORT_FORMATS = ("coco", "labelme", "cvat", "color-masks")
+# "specula-proposals": a project's proposals as COCO RLE with their state, score and origin,
+# read back as proposals (shards made on a cluster's copy of a project come home for review)
+PROPOSALS = "specula-proposals"
+IMPORT_FORMATS = ("coco", "labelme", "cvat", "color-masks", "instance-masks", "class-masks", PROPOSALS)
+EXPORT_FORMATS = ("coco", "labelme", "cvat", "color-masks", PROPOSALS)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -179,7 +182,8 @@ def _import(args: argparse.Namespace) -> int:
             if palette is not None and palette != store.palette:
                 store.set_palette(palette)
             with TerminalProgress(f"import {args.fmt}", "image") as progress:
-                report = import_into_project(store, args.fmt, args.path, class_name=args.class_name,
+                fmt = "coco" if args.fmt == PROPOSALS else args.fmt
+                report = import_into_project(store, fmt, args.path, class_name=args.class_name,
                                              progress=progress, keep_states=args.as_state == "kept")
     except FormatError as exc:
         return fail(str(exc))
@@ -247,11 +251,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from annotation.formats.project_io import export_project
 
     states = ("accepted", "proposed") if args.states == "all" else (args.states,)
+    fmt, polygons = args.fmt, args.polygons
+    if fmt == PROPOSALS:  # the proposals only, exact (RLE), with their provenance
+        fmt, states, polygons = "coco", ("proposed",), False
     store = _open_store(args.project, create=False)
     try:
         _scan_for_reading(store)
         with TerminalProgress(f"export {args.fmt}", "image") as progress:
-            report = export_project(store, args.fmt, args.path, states=states, polygons=args.polygons, progress=progress)
+            report = export_project(store, fmt, args.path, states=states, polygons=polygons, progress=progress)
     except (FormatError, OSError) as exc:
         return fail(f"export failed: {exc}")
     finally:

@@ -278,3 +278,34 @@ def test_import_as_accepted_overrides_the_states_a_file_carries(project: Path, t
         insts = store.instances()
         assert insts and {i.state.value for i in insts} == {"accepted"}
         assert {i.origin for i in insts} == {"far-away@5"}
+
+
+def test_specula_proposals_shards_come_home_as_proposals(project: Path, tmp_path: Path) -> None:
+    """`export --to specula-proposals` writes only the proposals, exactly (RLE), with their
+    state, score and origin; `import --from specula-proposals` brings them into another copy
+    of the project as proposals, accepted labels there untouched."""
+    import numpy as np
+
+    from annotation.document import Instance, InstanceState
+    from annotation.mask import Mask
+    from annotation.store import ProjectStore
+
+    with ProjectStore.open(project, create=False) as store:
+        rec = store.images()[0]
+        full = np.zeros(rec.size, bool)
+        full[10:60, 20:90] = True
+        full[30:40, 40:50] = False  # a hole: RLE keeps it exactly
+        store.add_instances([Instance(rec.id, "glass", Mask.from_full(full), InstanceState.PROPOSED, "m@7", 0.61),
+                             Instance(rec.id, "mirror", Mask.from_full(np.roll(full, 100, axis=1)))])
+    shard = tmp_path / "shard.json"
+    assert main(["export", str(project), "--to", "specula-proposals", str(shard)]) == 0
+    data = json.loads(shard.read_text())
+    assert len(data["annotations"]) == 1 and isinstance(data["annotations"][0]["segmentation"], dict)
+
+    home = _photos(tmp_path / "home")
+    assert main(["init", str(home)]) == 0
+    assert main(["import", str(home), "--from", "specula-proposals", str(shard)]) == 0
+    with ProjectStore.open(home, create=False) as store:
+        (got,) = store.instances()
+        assert got.state is InstanceState.PROPOSED and got.origin == "m@7" and got.score == pytest.approx(0.61)
+        assert np.array_equal(got.mask.to_full(), full)
