@@ -69,16 +69,14 @@ from typing import Iterator, Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from annotation.image_display import DISPLAY_PERCENTILES, display_range, to_display  # noqa: F401
+from annotation.image_integrity import _PNG_IEND, _bmp_complete, _jpeg_complete, _tiff_complete
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 DEFAULT_MAX_PIXELS = 300_000_000
 MAX_PIXELS_ENV = "SPECULA_MAX_PIXELS"
-DISPLAY_PERCENTILES = (0.5, 99.5)
 
 _ORIENTATION_TAG = 0x0112
-# samples used to find the display range of a high-bit-depth image: enough for
-# stable percentiles, few enough that a 100-megapixel image costs nothing
-_RANGE_SAMPLES = 1_000_000
-_ROWS_PER_CHUNK = 1024  # rows scaled at a time, so float temporaries stay small
 
 
 class ImageReadError(Exception):
@@ -339,62 +337,6 @@ def image_size(path: str | Path, max_pixels: Optional[int] = None) -> tuple[int,
     return _oriented_size(w, h, orient)
 
 
-# ------------------------------------------------------------------ completeness
-_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-
-
-def _jpeg_complete(data: bytes) -> bool:
-    """True when the main image's entropy-coded data ends with an EOI marker."""
-    if data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        return True
-    # trailing data after EOI (motion photos, padding): find the main scan, skipping
-    # the segments before it (an EXIF thumbnail carries an EOI of its own), then EOI
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return False
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xDA:  # start of scan
-            return data.find(b"\xff\xd9", pos) >= 0
-        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
-        pos += 2 + length
-    return False
-
-
-def _tiff_complete(im: Image.Image, file_size: int) -> bool:
-    """True when every strip or tile of the first page lies inside the file."""
-    tags = getattr(im, "tag_v2", None)
-    if tags is None:
-        return True
-    for off_tag, count_tag in ((273, 279), (324, 325)):  # strips, tiles
-        offsets, counts = tags.get(off_tag), tags.get(count_tag)
-        if offsets is None or counts is None:
-            continue
-        offsets = offsets if isinstance(offsets, tuple) else (offsets,)
-        counts = counts if isinstance(counts, tuple) else (counts,)
-        if any(int(o) + int(c) > file_size for o, c in zip(offsets, counts)):
-            return False
-    return True
-
-
-def _bmp_complete(path: Path, file_size: int) -> bool:
-    """True unless an uncompressed BMP's rows run past the end of the file."""
-    with open(path, "rb") as fh:
-        head = fh.read(34)
-    if len(head) < 34 or struct.unpack("<I", head[14:18])[0] < 40:  # old OS/2 headers: not checked
-        return True
-    offset = struct.unpack("<I", head[10:14])[0]
-    width, height = struct.unpack("<ii", head[18:26])
-    bits, compression = struct.unpack("<H", head[28:30])[0], struct.unpack("<I", head[30:34])[0]
-    if compression not in (0, 3):  # RLE-compressed sizes are not known from the header
-        return True
-    stride = ((width * bits + 31) // 32) * 4
-    return offset + stride * abs(height) <= file_size
-
-
 def check_image(path: str | Path, max_pixels: Optional[int] = None) -> tuple[int, int]:
     """``image_size`` plus a cheap test that the file is complete (for folder scans).
 
@@ -449,81 +391,6 @@ def image_sha1(path: str | Path, chunk_size: int = 1 << 20) -> str:
     except OSError as exc:
         raise _error(path, _reason(exc, DEFAULT_MAX_PIXELS)) from None
     return h.hexdigest()
-
-
-# ------------------------------------------------------------------ display
-def display_range(values: np.ndarray) -> tuple[float, float]:
-    """(low, high) percentiles of the finite values of a high-bit-depth image."""
-    n = values.shape[0] * values.shape[1]
-    step = max(1, int(np.sqrt(n / _RANGE_SAMPLES)))
-    sample = np.asarray(values[::step, ::step], dtype=np.float64).ravel()
-    sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return 0.0, 1.0
-    lo, hi = (float(v) for v in np.percentile(sample, DISPLAY_PERCENTILES))
-    if hi <= lo:
-        lo, hi = float(sample.min()), float(sample.max())
-    if hi <= lo:  # a constant image: place it within its dtype's natural range
-        if np.issubdtype(values.dtype, np.integer):
-            info = np.iinfo(values.dtype)
-            lo, hi = float(min(0, info.min)), float(info.max)
-        else:
-            lo, hi = min(0.0, lo), max(1.0, hi)
-    return lo, hi
-
-
-def _scale_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    out = np.empty(values.shape, np.uint8)
-    gain = 255.0 / (hi - lo)
-    for r in range(0, values.shape[0], _ROWS_PER_CHUNK):
-        block = values[r : r + _ROWS_PER_CHUNK].astype(np.float32)
-        block = (block - np.float32(lo)) * np.float32(gain)
-        np.nan_to_num(block, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        np.clip(block, 0, 255, out=block)
-        out[r : r + _ROWS_PER_CHUNK] = np.rint(block)
-    return out
-
-
-def _alpha_to_uint8(alpha: np.ndarray) -> np.ndarray:
-    if alpha.dtype == np.uint8:
-        return np.ascontiguousarray(alpha)
-    if alpha.dtype == bool:
-        return alpha.astype(np.uint8) * 255
-    if np.issubdtype(alpha.dtype, np.integer):
-        return _scale_to_uint8(alpha, 0.0, float(np.iinfo(alpha.dtype).max))
-    return _scale_to_uint8(alpha, 0.0, 1.0)  # float alpha is 0..1
-
-
-def to_display(original: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray], Optional[tuple[float, float]]]:
-    """(rgb, alpha, display_range) of an ``(H, W)`` or ``(H, W, 1..4)`` array.
-
-    ``rgb`` is ``(H, W, 3)`` uint8, C-contiguous, composited on black where there is
-    alpha; see the module docstring for the rules.
-    """
-    a = original
-    if a.ndim == 2:
-        colour, alpha = a[:, :, None], None
-    elif a.shape[2] in (2, 4):
-        colour, alpha = a[:, :, :-1], a[:, :, -1]
-    elif a.shape[2] in (1, 3):
-        colour, alpha = a, None
-    else:
-        raise ValueError(f"images of {a.shape[2]} channels are not supported (1 to 4)")
-    rng: Optional[tuple[float, float]] = None
-    if colour.dtype == np.uint8:
-        rgb8 = colour
-    elif colour.dtype == bool:
-        rgb8 = colour.astype(np.uint8) * 255
-    else:
-        rng = display_range(colour)
-        rgb8 = _scale_to_uint8(colour, *rng)
-    alpha8 = None if alpha is None else _alpha_to_uint8(alpha)
-    if alpha8 is not None:
-        # composite on black: c * a / 255, rounded
-        rgb8 = ((rgb8.astype(np.uint16) * alpha8[:, :, None] + 127) // 255).astype(np.uint8)
-    if rgb8.shape[2] == 1:
-        rgb8 = np.repeat(rgb8, 3, axis=2)
-    return np.ascontiguousarray(rgb8), alpha8, rng
 
 
 # ------------------------------------------------------------------ decoding
