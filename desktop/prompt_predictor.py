@@ -28,18 +28,23 @@ class PromptPredictor(QObject):
         self._precompute.error.connect(lambda _rid, msg: self.failed.emit(f"precomputing embeddings: {msg}"))
         self._bound: tuple[object, Optional[str]] = (None, None)  # (session, image key) set_image was given
         self._session = None
+        self._choice: Optional[tuple[int, str]] = None  # (registry generation, name@version)
 
     @property
     def busy(self) -> bool:
         return self.runner.busy
 
     def model_name(self) -> str:
-        """``name@version`` of the model the next click will use (read from the registry,
-        cheap enough for the GUI thread; the answer's own name is authoritative)."""
+        """``name@version`` of the model the next click will use (the answer's own name is
+        authoritative). The registry's manifests are read again only when it changed: a few
+        ``stat`` calls on the GUI thread otherwise."""
         from inference.pipelines.prompt_choice import choose_prompt_model, describe
 
         try:
-            return describe(choose_prompt_model(self.host.registry))
+            gen = self.host.registry.generation()
+            if self._choice is None or self._choice[0] != gen:
+                self._choice = (gen, describe(choose_prompt_model(self.host.registry)))
+            return self._choice[1]
         except Exception:  # noqa: BLE001 - only a label: the click itself reports real errors
             return "grabcut@opencv"
 

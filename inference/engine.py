@@ -51,6 +51,7 @@ class Engine:
         self._default: Optional[str] = None
         self._results: OrderedDict[tuple, list[Proposal]] = OrderedDict()
         self._cache_items = cache_items
+        self._prompt_choice: Optional[tuple[int, Optional[ModelInfo]]] = None  # (registry generation, choice)
         self._prompt: dict[tuple[str, str], PromptSession] = {}
         self._lock = threading.RLock()
 
@@ -203,10 +204,15 @@ class Engine:
 
         A model that fails to load falls back to GrabCut with a message (said once), so the
         click tool always works. Sessions are cached per model version; the choice is made
-        again on every call, so a newly published click model is used at the next click.
+        again whenever the registry changed, so a newly published click model is used at the next click.
         """
         if model is None and version is None:
-            info = choose_prompt_model(self.registry)
+            # the choice reads every manifest: made again only when the registry changed
+            # (a few stat calls per click, as for proposals)
+            gen = self.registry.generation()
+            if self._prompt_choice is None or self._prompt_choice[0] != gen:
+                self._prompt_choice = (gen, choose_prompt_model(self.registry))
+            info = self._prompt_choice[1]
         else:
             info = self.registry.get(model or "", version)
             if info.task not in PROMPT_TASKS:

@@ -23,6 +23,25 @@ def _up_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def fpn_levels(lateral: nn.ModuleList, smooth: nn.ModuleList, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The top-down pathway of an FPN over ``feats`` (strides 4-32): each level's lateral
+    projection plus the coarser level brought up, smoothed; finest first."""
+    p = lateral[3](feats[3])
+    outs = [smooth[3](p)]
+    for i in (2, 1, 0):
+        p = lateral[i](feats[i]) + _up_to(p, feats[i])
+        outs.insert(0, smooth[i](p))
+    return outs
+
+
+def fpn_sum(outs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Every FPN level brought up to the finest and added."""
+    y = outs[0]
+    for o in outs[1:]:
+        y = y + _up_to(o, outs[0])
+    return y
+
+
 # --------------------------------------------------------------------------- semantic
 class SemanticNet(nn.Module):
     """EfficientNet-Lite0 encoder + a light FPN decoder with a stride-2 skip.
@@ -50,16 +69,7 @@ class SemanticNet(nn.Module):
     def forward(self, x: torch.Tensor):
         """Logits ``(N, K, H, W)``; with the boundary head, ``(logits, boundary logits (N, 1, H, W))``."""
         f2, f4, f8, f16, f32 = self.encoder.features(x)
-        feats = [f4, f8, f16, f32]
-        p = self.lateral[3](f32)
-        outs = [self.smooth[3](p)]
-        for i in (2, 1, 0):
-            p = self.lateral[i](feats[i]) + _up_to(p, feats[i])
-            outs.insert(0, self.smooth[i](p))
-        y = outs[0]
-        for o in outs[1:]:
-            y = y + _up_to(o, outs[0])
-        y = self.fuse(y)
+        y = self.fuse(fpn_sum(fpn_levels(self.lateral, self.smooth, [f4, f8, f16, f32])))
         y = self.fine(torch.cat([_up_to(y, f2), f2], 1))
         logits = _up_to(self.classifier(y), x)
         if self.boundary is None:
@@ -259,15 +269,8 @@ class ClickNet(nn.Module):
 
     def _fpn(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """FPN over strides 4-32: (fused map at stride 4, the stride-16 level)."""
-        p = self.lateral[3](feats[3])
-        outs = [self.smooth[3](p)]
-        for i in (2, 1, 0):
-            p = self.lateral[i](feats[i]) + _up_to(p, feats[i])
-            outs.insert(0, self.smooth[i](p))
-        y = outs[0]
-        for o in outs[1:]:
-            y = y + _up_to(o, outs[0])
-        return self.fuse(y), outs[2]
+        outs = fpn_levels(self.lateral, self.smooth, feats)
+        return self.fuse(fpn_sum(outs)), outs[2]
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``early``: ``(image,)``; ``late``: the encoder's maps at strides 2, 4, 8, 16, 32."""

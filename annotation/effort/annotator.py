@@ -636,16 +636,19 @@ class SimulatedAnnotator:
         acts = [Action("decide", c.decide), Action("set_class", c.set_class)]
         if self.clicks is not None:
             return self._draw_with_clicks(truth, class_name, gt_index, mode, budget, acts)
-        if is_thin(truth, p.brush_max_radius):
-            mask, drawn = self._draw_brush(truth, budget - _seconds(acts))
-        else:
-            mask, drawn = self._draw_polygon(truth)
+        mask, drawn = self._draw_by_hand(truth, budget - _seconds(acts))
         acts += drawn
         fix = self.correct(mask, truth, budget - _seconds(acts))
         acts += fix.actions
         final = fix.mask.iou(truth)
         capped = final < p.target_iou and _seconds(acts) >= budget
         return Labelled(gt_index, class_name, fix.mask, final, _seconds(acts), mode, acts, fix.tally, capped)
+
+    def _draw_by_hand(self, truth: Mask, budget: float) -> tuple[Mask, list[Action]]:
+        """The manual way to draw one object: the brush for a thin one, else the polygon."""
+        if is_thin(truth, self.params.brush_max_radius):
+            return self._draw_brush(truth, budget)
+        return self._draw_polygon(truth)
 
     def _draw_with_clicks(self, truth: Mask, class_name: str, gt_index: int, mode: str, budget: float,
                           acts: list[Action]) -> Labelled:
@@ -660,10 +663,7 @@ class SimulatedAnnotator:
             if self.worth_fixing(clicked.mask, truth):
                 fix = self.correct(clicked.mask, truth, budget - _seconds(acts))
             else:
-                if is_thin(truth, p.brush_max_radius):
-                    mask, drawn = self._draw_brush(truth, budget - _seconds(acts))
-                else:
-                    mask, drawn = self._draw_polygon(truth)
+                mask, drawn = self._draw_by_hand(truth, budget - _seconds(acts))
                 acts += drawn
                 fix = self.correct(mask, truth, budget - _seconds(acts))
             acts += fix.actions

@@ -60,7 +60,7 @@ import numpy as np
 
 from annotation.mask import Box, Mask
 from inference.pipelines.base import check_image, normalize_with, resize_image
-from inference.pipelines.prompt import GrabCutPromptSession, PromptSession
+from inference.pipelines.prompt import GrabCutPromptSession
 from inference.registry import Manifest, ModelError, ModelInfo
 
 TASK = "clicks"
@@ -719,54 +719,6 @@ def summarize(trajectories: Sequence[Trajectory], max_clicks: int = 20,
     out["ms_per_click"] = 1000.0 * sum(tr.seconds for tr in trajectories) / max(1, clicks)
     out["cpu_ms_per_click"] = 1000.0 * sum(tr.cpu_seconds for tr in trajectories) / max(1, clicks)
     return out
-
-
-# ------------------------------------------------------------------ the prompt tool's interface
-class ClickPromptSession(PromptSession):
-    """The prompt tool's calls (``predict(points, labels, box)``, all clicks so far) over a
-    ``ClickSession``: when a call extends the previous call's clicks (same box), the
-    previous answer is fed back as the previous mask, so each click refines.
-
-    Built like the other prompt backends: ``ClickPromptSession(info, runtimes)`` with the
-    engine's ``Runtimes`` (its ``onnx`` is used).
-    """
-
-    supports_points = True
-    supports_box = True
-
-    def __init__(self, info: ModelInfo, runtimes: Any = None):
-        self.session = ClickSession.from_info(info, getattr(runtimes, "onnx", runtimes))
-        self.model, self.version = info.name, info.version
-        self._last: Optional[tuple[np.ndarray, np.ndarray, Optional[tuple[float, ...]], Mask]] = None
-
-    def set_image(self, rgb: np.ndarray, key: Optional[str] = None) -> None:
-        self.session.set_image(rgb, key)
-        self._last = None
-
-    def predict(self, points: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None,
-                box: Optional[Sequence[float]] = None) -> Mask:
-        """``points`` ``(N, 2)`` xy image pixels, ``labels`` ``(N,)`` 1 object / 0 background,
-        ``box`` xyxy: the prompt tool's convention (``inference.pipelines.prompt``)."""
-        pts = _points(points)
-        lab = np.ones(len(pts)) if labels is None else np.asarray(labels, np.float64).reshape(-1)
-        if len(lab) != len(pts):
-            raise ValueError(f"{len(pts)} points but {len(lab)} labels")
-        bx = None if box is None else tuple(float(v) for v in box)
-        previous = None
-        if self._last is not None:
-            lp, ll, lb, lm = self._last
-            n = len(lp)
-            if lb == bx and len(pts) > n and np.array_equal(pts[:n], lp) and np.array_equal(lab[:n], ll):
-                previous = lm
-        mask = self.session.predict(pts[lab == 1], pts[lab == 0], previous_mask=previous, box=box)
-        self._last = (pts, lab, bx, mask)
-        return mask
-
-    def precompute(self, image_paths: Any) -> list:
-        return []  # the encoder runs per crop, which is known only once clicked
-
-    def close(self) -> None:
-        self.session.close()
 
 
 def evaluate(session: Any, items: Any, max_clicks: int = 20, stop_at: Optional[float] = 0.9,

@@ -21,30 +21,12 @@ from PySide6.QtCore import Qt
 from annotation.document import ImageStatus, Instance, InstanceState
 from annotation.mask import Mask
 from assist_fixtures import key
+from click_models import disk_click_onnx
 from desktop_helpers import GDD, IMAGES, REPO, click, fresh_instances, view_pos
 
 SHIPPED = REPO / "assets" / "models" / "click-refine"
 
 
-def disk_click_model(folder):
-    """A click model whose answer is known: logits = 20 prev + 20 pos - 40 neg - 10."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    folder.mkdir(parents=True, exist_ok=True)
-    w = np.zeros((1, 6, 1, 1), np.float32)
-    w[0, 3:6, 0, 0] = (20.0, 20.0, -40.0)
-    graph = helper.make_graph(
-        [helper.make_node("Concat", ["image", "aux"], ["x"], axis=1),
-         helper.make_node("Conv", ["x", "w", "b"], ["logits"])], "disk-clicks",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "h", "w"]),
-         helper.make_tensor_value_info("aux", TensorProto.FLOAT, [1, 3, "h", "w"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, "h", "w"])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([-10.0], np.float32), "b")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(folder / "model.onnx"))
-    return folder / "model.onnx"
 
 
 def _home(tmp_path, monkeypatch, build: bool) -> str:
@@ -56,7 +38,7 @@ def _home(tmp_path, monkeypatch, build: bool) -> str:
     reg = Registry.default()
     if build:
         pytest.importorskip("onnx")
-        path = disk_click_model(tmp_path / "build")
+        path = disk_click_onnx(tmp_path / "build" / "model.onnx")
         reg.publish([path], {"name": "test-clicks", "version": "1", "task": "clicks", "classes": ["object"],
                              "input_size": [96, 96], "output_activation": "sigmoid", "training": {},
                              "metrics": {}, "sources": ["desktop test"]})

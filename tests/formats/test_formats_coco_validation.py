@@ -56,6 +56,7 @@ def _write(tmp_path: Path, data, name: str = "c.json") -> Path:
 
 
 def _refused(path: Path, *needles: str) -> str:
+    """Check that importing ``path`` is refused with one line holding every needle; the line."""
     with pytest.raises(FormatError) as err:
         import_coco(path)
     msg = str(err.value)
@@ -70,7 +71,7 @@ def _refused(path: Path, *needles: str) -> str:
 def test_non_finite_coordinates_refuse_the_file_naming_the_number(tmp_path, literal):
     text = json.dumps(_coco([_ann([[10, 10, 50, 10, 50, 50]])])).replace("50, 50]", f"50, {literal}]")
     p = _write(tmp_path, text)
-    _refused(p, "annotations[0].segmentation[0][5]", "not a finite number")
+    assert _refused(p, "annotations[0].segmentation[0][5]", "not a finite number")
 
 
 def _import_in_subprocess(path: Path, memory_gb: float = 2.0) -> subprocess.CompletedProcess:
@@ -127,10 +128,10 @@ def test_image_size_over_the_pixel_limit_is_refused_before_anything_is_allocated
     monkeypatch.delenv("SPECULA_MAX_PIXELS", raising=False)
     images = [{"id": 1, "file_name": "a.jpg", "height": 100000, "width": 100000}]
     p = _write(tmp_path, _coco([_ann({"size": [100000, 100000], "counts": "0"})], images=images))
-    _refused(p, "images[0] (a.jpg)", "100000 x 100000", "over the limit of 300000000", "SPECULA_MAX_PIXELS")
+    assert _refused(p, "images[0] (a.jpg)", "100000 x 100000", "over the limit of 300000000", "SPECULA_MAX_PIXELS")
     # the limit is the one of the photos: lowering it refuses smaller declared images too
     monkeypatch.setenv("SPECULA_MAX_PIXELS", "5000")
-    _refused(_write(tmp_path, _coco([_ann([[1, 1, 5, 1, 5, 5]])]), "d.json"), "images[0] (a.jpg)", "10000 pixels")
+    assert _refused(_write(tmp_path, _coco([_ann([[1, 1, 5, 1, 5, 5]])]), "d.json"), "images[0] (a.jpg)", "10000 pixels")
 
 
 def test_polygon_over_the_outline_limit_is_skipped_naming_it(tmp_path):
@@ -163,7 +164,7 @@ def test_polygon_over_the_outline_limit_is_skipped_naming_it(tmp_path):
 )
 def test_compressed_rle_that_does_not_cover_the_image_is_refused(tmp_path, counts, needle):
     p = _write(tmp_path, _coco([_ann({"size": [100, 100], "counts": counts}, iscrowd=1)]))
-    _refused(p, "annotations[0].segmentation.counts", needle)
+    assert _refused(p, "annotations[0].segmentation.counts", needle)
 
 
 def test_compressed_rle_check_agrees_with_pycocotools_on_real_encodings():
@@ -213,23 +214,23 @@ def test_unhashable_ids_are_one_line(tmp_path, field):
         res = import_coco(_write(tmp_path, _coco([], images=images)))
         assert res.images == [] and res.images_skipped and "images[0].id: a list is not an id" in res.warnings[0]
         p = _write(tmp_path, _coco([ann], categories=[{"id": {"x": 1}, "name": "glass"}]))
-        _refused(p, "categories[0].id: an object is not an id")
+        assert _refused(p, "categories[0].id: an object is not an id")
         return
-    _refused(_write(tmp_path, _coco([ann])), f"annotations[0].{field}: a list is not an id")
+    assert _refused(_write(tmp_path, _coco([ann])), f"annotations[0].{field}: a list is not an id")
 
 
 def test_deep_nesting_huge_integers_surrogates_and_bad_utf8_are_one_line(tmp_path):
-    _refused(_write(tmp_path, "[" * 100_000 + "]" * 100_000), "nested deeper than the JSON parser can follow")
+    assert _refused(_write(tmp_path, "[" * 100_000 + "]" * 100_000), "nested deeper than the JSON parser can follow")
     nested = _coco([_ann([[1, 1, 6, 1, 6, 6]], attributes={"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]})])
-    _refused(_write(tmp_path, nested), "annotations[0].attributes.a", "nested more than 32 levels")
+    assert _refused(_write(tmp_path, nested), "annotations[0].attributes.a", "nested more than 32 levels")
     huge = json.dumps(_coco([_ann([[1, 1, 6, 1, 6, 6]])])).replace('"image_id": 1', '"image_id": ' + "9" * 5000)
-    _refused(_write(tmp_path, huge), "annotations[0].image_id: an integer of 5000 digits is out of range")
+    assert _refused(_write(tmp_path, huge), "annotations[0].image_id: an integer of 5000 digits is out of range")
     big = json.dumps(_coco([_ann([[1, 1, 6, 1, 6, 6]])])).replace('"image_id": 1', '"image_id": ' + "9" * 25)
-    _refused(_write(tmp_path, big), "annotations[0].image_id")
+    assert _refused(_write(tmp_path, big), "annotations[0].image_id")
     surrogate = json.dumps(_coco([_ann([[1, 1, 6, 1, 6, 6]])], categories=[{"id": 1, "name": "glass\ud800"}]))
-    _refused(_write(tmp_path, surrogate), "categories[0].name", "lone surrogate U+D800")
+    assert _refused(_write(tmp_path, surrogate), "categories[0].name", "lone surrogate U+D800")
     (tmp_path / "bin.json").write_bytes(b'{"images": [\xff\xfe]}')
-    _refused(tmp_path / "bin.json", "not UTF-8")
+    assert _refused(tmp_path / "bin.json", "not UTF-8")
 
 
 # ------------------------------------------------------------------ 4. class names
@@ -239,12 +240,12 @@ def test_deep_nesting_huge_integers_surrogates_and_bad_utf8_are_one_line(tmp_pat
 )
 def test_category_names_that_cannot_be_class_names_refuse_the_file(tmp_path, name, needle):
     p = _write(tmp_path, _coco([_ann([[1, 1, 6, 1, 6, 6]])], categories=[{"id": 1, "name": name}]))
-    _refused(p, "categories[0].name", needle)
+    assert _refused(p, "categories[0].name", needle)
 
 
 def test_two_categories_with_one_id_refuse_the_file(tmp_path):
     cats = [{"id": 1, "name": "glass"}, {"id": 1, "name": "mirror"}]
-    _refused(_write(tmp_path, _coco([_ann([[1, 1, 6, 1, 6, 6]])], categories=cats)), "categories[1].id", "category 0")
+    assert _refused(_write(tmp_path, _coco([_ann([[1, 1, 6, 1, 6, 6]])], categories=cats)), "categories[1].id", "category 0")
 
 
 def test_images_over_the_instance_limit_are_skipped(tmp_path):

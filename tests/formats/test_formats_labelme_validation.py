@@ -53,6 +53,7 @@ def _write(path: Path, data) -> Path:
 
 
 def _refused(path: Path, *needles: str) -> str:
+    """Check that importing ``path`` is refused with one line holding every needle; the line."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(FormatError) as err:
@@ -80,11 +81,11 @@ def test_embedded_images_over_the_pixel_limit_are_one_line_without_pillows_warni
     monkeypatch.delenv("SPECULA_MAX_PIXELS", raising=False)
     bomb = _b64(_png_header_only(60000, 60000))
     data = {"shapes": [], "imagePath": "x.jpg", "imageData": bomb}
-    _refused(_write(tmp_path / "a.json", data), "imageData: embedded image: an image of 3600000000 pixels",
+    assert _refused(_write(tmp_path / "a.json", data), "imageData: embedded image: an image of 3600000000 pixels",
              "over the limit of 300000000", "SPECULA_MAX_PIXELS")
     # under twice the limit Pillow only warns (silenced); our check refuses it with its size
     monkeypatch.setenv("SPECULA_MAX_PIXELS", "2000000000")
-    _refused(_write(tmp_path / "a.json", data), "imageData: embedded image: size 60000 x 60000",
+    assert _refused(_write(tmp_path / "a.json", data), "imageData: embedded image: size 60000 x 60000",
              "over the limit of 2000000000")
     monkeypatch.delenv("SPECULA_MAX_PIXELS")
     # a mask shape's bitmap: that shape is skipped, said, and nothing is printed by Pillow
@@ -112,7 +113,7 @@ def test_embedded_images_over_the_pixel_limit_are_one_line_without_pillows_warni
 )
 def test_declared_sizes_are_checked_before_anything_is_drawn(tmp_path, fields, needles):
     shape = {"label": "glass", "shape_type": "polygon", "points": [[1, 1], [59999, 1], [59999, 59999]]}
-    _refused(_write(tmp_path / "a.json", {"shapes": [shape], "imagePath": "x.jpg", **fields}), *needles)
+    assert _refused(_write(tmp_path / "a.json", {"shapes": [shape], "imagePath": "x.jpg", **fields}), *needles)
 
 
 @pytest.mark.parametrize(
@@ -122,20 +123,20 @@ def test_declared_sizes_are_checked_before_anything_is_drawn(tmp_path, fields, n
 )
 def test_labels_that_cannot_be_class_names_refuse_the_file(tmp_path, label, needles):
     shape = {"label": label, "shape_type": "polygon", "points": [[1, 1], [8, 1], [8, 8]]}
-    _refused(_write(tmp_path / "a.json", {"shapes": [shape], "imageHeight": 10, "imageWidth": 10}), *needles)
+    assert _refused(_write(tmp_path / "a.json", {"shapes": [shape], "imageHeight": 10, "imageWidth": 10}), *needles)
 
 
 def test_json_level_damage_is_one_line(tmp_path):
     shape = '{"label": "glass\\udc80", "points": [[1, 1], [8, 1], [8, 8]]}'
     p = _write(tmp_path / "s.json", '{"shapes": [' + shape + '], "imageHeight": 10, "imageWidth": 10}')
-    _refused(p, "shapes[0].label", "lone surrogate U+DC80")
+    assert _refused(p, "shapes[0].label", "lone surrogate U+DC80")
     p = _write(tmp_path / "n.json", '{"shapes": [{"label": "a", "points": [[1, NaN], [8, 1], [8, 8]]}], '
                                     '"imageHeight": 10, "imageWidth": 10}')
-    _refused(p, "shapes[0].points[0][1]: NaN is not a finite number")
+    assert _refused(p, "shapes[0].points[0][1]: NaN is not a finite number")
     p = _write(tmp_path / "d.json", '{"shapes": ' + "[" * 50_000 + "]" * 50_000 + "}")
-    _refused(p, "nested deeper than the JSON parser can follow")
+    assert _refused(p, "nested deeper than the JSON parser can follow")
     p = _write(tmp_path / "i.json", '{"shapes": [], "imageHeight": ' + "1" * 4400 + ', "imageWidth": 10}')
-    _refused(p, "imageHeight: an integer of 4400 digits")
+    assert _refused(p, "imageHeight: an integer of 4400 digits")
 
 
 def test_damaged_shapes_are_skipped_naming_the_element(tmp_path):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from annotation.mask import Mask
+from inference.pipelines.prompt_choice import ClickRefinePromptSession
 from inference.pipelines.clicks import (
-    ClickPromptSession,
     ClickSession,
     CropWindow,
     GrabCutClickSession,
@@ -287,7 +287,7 @@ def test_prompt_adapter_feeds_its_last_answer_back(tmp_path):
     # a network answering the previous mask moved one pixel right: each fed-back call moves it on
     folder = fake_click_model(tmp_path / "m", echo_weights(0, dx=1), size=56)
     info = ModelInfo(Manifest.read(folder / "manifest.json"), folder)
-    adapter = ClickPromptSession(info, None)
+    adapter = ClickRefinePromptSession(info, None)
     adapter.set_image(noise_image())
     box = (100, 60, 140, 100)
     a = adapter.predict(np.array([[120.0, 80.0]]), np.array([1]), box)

@@ -16,28 +16,14 @@ from inference.pipelines.prompt import (LOW_RES, GrabCutPromptSession, SamPrompt
                                         mask_to_low_res)
 from inference.pipelines.prompt_choice import ClickRefinePromptSession, choose_prompt_model, describe
 from inference.registry import Registry
+from click_models import disk_click_onnx
 from inference_testmodels import manifest
 
 
 # ------------------------------------------------------------------ models of known answers
 def disk_click_model(folder: Path, name: str = "my-clicks", version: str = "1", size: int = 64) -> Path:
     """A click model folder: logits = 20 previous + 20 positive disks - 40 negative disks - 10."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    folder.mkdir(parents=True, exist_ok=True)
-    w = np.zeros((1, 6, 1, 1), np.float32)
-    w[0, 3:6, 0, 0] = (20.0, 20.0, -40.0)
-    graph = helper.make_graph(
-        [helper.make_node("Concat", ["image", "aux"], ["x"], axis=1),
-         helper.make_node("Conv", ["x", "w", "b"], ["logits"])], "disk-clicks",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "h", "w"]),
-         helper.make_tensor_value_info("aux", TensorProto.FLOAT, [1, 3, "h", "w"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, "h", "w"])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([-10.0], np.float32), "b")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(folder / "model.onnx"))
+    disk_click_onnx(folder / "model.onnx")
     man = manifest(name, version, task="clicks", classes=["object"], input_size=[size, size])
     (folder / "manifest.json").write_text(json.dumps(man), encoding="utf-8")
     return folder
