@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
+
 from annotation.mask import Mask
 
 
@@ -45,6 +47,9 @@ class Instance:
     hidden: bool = False
     iscrowd: bool = False  # COCO's crowd region (one mask over many objects)
     attributes: dict = field(default_factory=dict)  # name -> value (str, number or bool)
+    # a proposal's embedding (float32 vector) as the model made it, stored beside the
+    # instance; None when not known or not loaded (``ProjectStore.embeddings`` reads them)
+    embedding: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
     @property
     def is_proposal(self) -> bool:

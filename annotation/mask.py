@@ -11,6 +11,10 @@ Full-image arrays are only built by ``to_full`` (for callers that really need on
 Coordinates: points are ``(x, y)`` in image pixels with pixel centres at integer
 coordinates (the convention of labelme, OpenCV contours and COCO polygons alike);
 boxes are ``(x0, y0, x1, y1)`` with exclusive ends.
+
+Memory: a mask not used lately keeps its pixels bit-packed (``annotation.maskbits``);
+``array`` unpacks it again. Reading methods (``read_box``, ``bbox``, ``area``, ``pixels``
+...) decode what they need without unpacking the mask; edits unpack it.
 """
 from __future__ import annotations
 
@@ -21,9 +25,14 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from annotation import maskbits
 from annotation import rle as rle_codec
+from annotation.maskbits import Packed
 
 Box = tuple[int, int, int, int]
+
+# the masks kept unpacked, process-wide: which ones matters only for speed, never for content
+_HOT = maskbits.HotSet()
 
 
 def clip_box(box: Box, image_size: tuple[int, int]) -> Box:
@@ -113,20 +122,83 @@ class Mask:
 
     Attributes:
         x0, y0: image coordinates of ``array[0, 0]``.
-        array: ``(h, w)`` bool array, possibly with empty margins.
+        array: ``(h, w)`` bool array, possibly with empty margins (unpacked on access;
+            write to it through the mask's methods, or at once: a reference kept while
+            other masks are used may stop being the mask's pixels once it is packed).
         image_size: ``(height, width)`` of the image.
     """
 
-    __slots__ = ("x0", "y0", "array", "image_size", "last_touched")
+    __slots__ = ("x0", "y0", "_data", "image_size", "last_touched", "__weakref__")
 
     def __init__(self, x0: int, y0: int, array: np.ndarray, image_size: tuple[int, int]):
         self.x0 = int(x0)
         self.y0 = int(y0)
-        self.array = np.asarray(array, dtype=bool)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         # box the last in-place edit read and wrote; used by the undo commands and
         # by tests that check an edit's cost stays inside the touched box
         self.last_touched: Box = (0, 0, 0, 0)
+        # the pixels: a bool array while in use, else ``Packed`` (one slot, so that a
+        # reader in another thread sees one or the other, never neither)
+        self._data: np.ndarray | Packed = np.asarray(array, dtype=bool)
+        _HOT.touch(self, self._data.nbytes, Mask._freeze)
+
+    @classmethod
+    def _from_packed(cls, x0: int, y0: int, packed: Packed, image_size: tuple[int, int]) -> Mask:
+        m = cls.__new__(cls)
+        m.x0, m.y0, m.image_size, m.last_touched = int(x0), int(y0), tuple(image_size), (0, 0, 0, 0)
+        m._data = packed
+        return m
+
+    # ---------------------------------------------------------------- storage
+    @property
+    def array(self) -> np.ndarray:
+        """The ``(h, w)`` bool array, unpacked if it was packed; the mask becomes the most
+        recently used one."""
+        with _HOT.lock:
+            data = self._data
+            if isinstance(data, Packed):
+                data = self._data = maskbits.unpack(data)
+            _HOT.touch(self, data.nbytes, Mask._freeze)
+            return data
+
+    @array.setter
+    def array(self, value: np.ndarray) -> None:
+        # a bool array is kept as given (an ndarray subclass too: tests instrument edits so)
+        if not (isinstance(value, np.ndarray) and value.dtype == bool):
+            value = np.asarray(value, dtype=bool)
+        with _HOT.lock:
+            self._data = value
+            _HOT.touch(self, value.nbytes, Mask._freeze)
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """The pixels for reading: ``array`` while unpacked, else a decoded copy, the mask
+        staying packed (a one-off reader does not push the masks in use out)."""
+        data = self._data
+        return maskbits.unpack(data) if isinstance(data, Packed) else data
+
+    @property
+    def is_packed(self) -> bool:
+        return isinstance(self._data, Packed)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the pixels take now (packed or not)."""
+        return int(self._data.nbytes)
+
+    def _freeze(self) -> None:
+        """Pack the pixels (``HotSet`` calls this, holding its lock)."""
+        data = self._data
+        if not isinstance(data, Packed):
+            self._data = maskbits.pack(data)
+
+    def _region(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Rows ``r0:r1``, columns ``c0:c1`` of the array (inside it): a view while unpacked,
+        else just those bits decoded."""
+        data = self._data
+        if isinstance(data, Packed):
+            return maskbits.unpack_box(data, r0, r1, c0, c1)
+        return data[r0:r1, c0:c1]
 
     # ---------------------------------------------------------------- builders
     @classmethod
@@ -206,13 +278,13 @@ class Mask:
     @property
     def box(self) -> Box:
         """The box the array covers (may include empty margins)."""
-        h, w = self.array.shape
+        h, w = self._data.shape
         return self.x0, self.y0, self.x0 + w, self.y0 + h
 
     @property
     def bbox(self) -> Box:
         """Tight box of the set pixels, ``(0, 0, 0, 0)`` when empty."""
-        a = self.array
+        a = self.pixels
         if a.size == 0:
             return (0, 0, 0, 0)
         rows = np.flatnonzero(a.any(axis=1))
@@ -228,17 +300,21 @@ class Mask:
 
     @property
     def area(self) -> int:
-        return int(np.count_nonzero(self.array))
+        data = self._data
+        if isinstance(data, Packed):  # counted on the bytes, without unpacking
+            return maskbits.count(data)
+        return int(np.count_nonzero(data))
 
     def is_empty(self) -> bool:
-        return not self.array.any()
+        data = self._data
+        return not (data.bits if isinstance(data, Packed) else data).any()
 
     def to_full(self) -> np.ndarray:
         """The full-image bool array (allocates the whole image: avoid in hot paths)."""
         full = np.zeros(self.image_size, bool)
         bx0, by0, bx1, by1 = clip_box(self.box, self.image_size)
         if bx1 > bx0 and by1 > by0:
-            full[by0:by1, bx0:bx1] = self.array[by0 - self.y0 : by1 - self.y0, bx0 - self.x0 : bx1 - self.x0]
+            full[by0:by1, bx0:bx1] = self._region(by0 - self.y0, by1 - self.y0, bx0 - self.x0, bx1 - self.x0)
         return full
 
     def read_box(self, box: Box) -> np.ndarray:
@@ -248,9 +324,7 @@ class Mask:
         ix0, iy0, ix1, iy1 = self.box
         ox0, oy0, ox1, oy1 = max(x0, ix0), max(y0, iy0), min(x1, ix1), min(y1, iy1)
         if ox1 > ox0 and oy1 > oy0:
-            out[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0] = self.array[
-                oy0 - iy0 : oy1 - iy0, ox0 - ix0 : ox1 - ix0
-            ]
+            out[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0] = self._region(oy0 - iy0, oy1 - iy0, ox0 - ix0, ox1 - ix0)
         return out
 
     def write_box(self, box: Box, values: np.ndarray) -> None:
@@ -262,14 +336,15 @@ class Mask:
         values = np.asarray(values, bool)
         if values.shape != (y1 - y0, x1 - x0):
             raise ValueError(f"values of shape {values.shape} do not fit box {box}")
-        if values.any():
-            self._ensure_covers(box)
-        ix0, iy0, ix1, iy1 = self.box
-        ox0, oy0, ox1, oy1 = max(x0, ix0), max(y0, iy0), min(x1, ix1), min(y1, iy1)
-        if ox1 > ox0 and oy1 > oy0:
-            self.array[oy0 - iy0 : oy1 - iy0, ox0 - ix0 : ox1 - ix0] = values[
-                oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0
-            ]
+        with _HOT.lock:  # not packed by another thread between taking the array and writing
+            if values.any():
+                self._ensure_covers(box)
+            ix0, iy0, ix1, iy1 = self.box
+            ox0, oy0, ox1, oy1 = max(x0, ix0), max(y0, iy0), min(x1, ix1), min(y1, iy1)
+            if ox1 > ox0 and oy1 > oy0:
+                self.array[oy0 - iy0 : oy1 - iy0, ox0 - ix0 : ox1 - ix0] = values[
+                    oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0
+                ]
         self.last_touched = box
 
     # ---------------------------------------------------------------- conversions
@@ -285,7 +360,7 @@ class Mask:
 
         ``Mask.from_polygons(m.to_polygons(), m.image_size)`` gives ``m`` back exactly.
         """
-        a = self.array
+        a = self.pixels
         if not a.any():
             return []
         padded = np.pad(a.astype(np.uint8), 1)
@@ -317,14 +392,17 @@ class Mask:
 
     # ---------------------------------------------------------------- helpers
     def copy(self) -> "Mask":
-        return Mask(self.x0, self.y0, self.array.copy(), self.image_size)
+        data = self._data
+        if isinstance(data, Packed):  # packed bits are never written: the copy shares them
+            return Mask._from_packed(self.x0, self.y0, data, self.image_size)
+        return Mask(self.x0, self.y0, data.copy(), self.image_size)
 
     def cropped(self) -> "Mask":
         """A copy whose array is exactly the tight bbox."""
         bx0, by0, bx1, by1 = self.bbox
         if bx1 <= bx0:
             return Mask.empty(self.image_size)
-        arr = self.array[by0 - self.y0 : by1 - self.y0, bx0 - self.x0 : bx1 - self.x0].copy()
+        arr = self._region(by0 - self.y0, by1 - self.y0, bx0 - self.x0, bx1 - self.x0).copy()
         return Mask(bx0, by0, arr, self.image_size)
 
     def _clipped_to_image(self) -> "Mask":
@@ -336,12 +414,14 @@ class Mask:
         return Mask(cb[0], cb[1], self.read_box(cb), self.image_size)
 
     def _ensure_covers(self, box: Box) -> None:
-        """Grow the array so it covers ``box``, with slack so repeated growth is amortised."""
+        """Grow the array so it covers ``box``, with slack so repeated growth is amortised.
+        The caller holds ``_HOT.lock``."""
         x0, y0, x1, y1 = box
         ix0, iy0, ix1, iy1 = self.box
-        if self.array.size and x0 >= ix0 and y0 >= iy0 and x1 <= ix1 and y1 <= iy1:
+        size = (iy1 - iy0) * (ix1 - ix0)
+        if size and x0 >= ix0 and y0 >= iy0 and x1 <= ix1 and y1 <= iy1:
             return
-        if self.array.size == 0:
+        if size == 0:
             nb = box
         else:
             nb = union_box(self.box, box)
@@ -356,8 +436,8 @@ class Mask:
             )
         nb = clip_box(nb, self.image_size)
         grown = np.zeros((nb[3] - nb[1], nb[2] - nb[0]), bool)
-        if self.array.size:
-            grown[iy0 - nb[1] : iy1 - nb[1], ix0 - nb[0] : ix1 - nb[0]] = self.array
+        if size:
+            grown[iy0 - nb[1] : iy1 - nb[1], ix0 - nb[0] : ix1 - nb[0]] = self.pixels
         self.x0, self.y0, self.array = nb[0], nb[1], grown
 
     # ---------------------------------------------------------------- in-place paint
@@ -377,14 +457,7 @@ class Mask:
         if box_is_empty(box):
             return (0, 0, 0, 0)
         stamp = stroke_footprint(pts - [box[0], box[1]], radius, (box[3] - box[1], box[2] - box[0]))
-        if value:
-            self._ensure_covers(box)
-        ix0, iy0, ix1, iy1 = self.box
-        ox0, oy0, ox1, oy1 = max(box[0], ix0), max(box[1], iy0), min(box[2], ix1), min(box[3], iy1)
-        if ox1 > ox0 and oy1 > oy0:
-            region = self.array[oy0 - iy0 : oy1 - iy0, ox0 - ix0 : ox1 - ix0]
-            sub = stamp[oy0 - box[1] : oy1 - box[1], ox0 - box[0] : ox1 - box[0]]
-            region[sub] = value
+        self._set_where(box, stamp, value)
         self.last_touched = box
         return box
 
@@ -396,16 +469,21 @@ class Mask:
         box = clip_box(other.box, self.image_size)
         if box_is_empty(box) or other.is_empty():
             return (0, 0, 0, 0)
-        src = other.read_box(box)
-        if value:
-            self._ensure_covers(box)
-        ix0, iy0, ix1, iy1 = self.box
-        ox0, oy0, ox1, oy1 = max(box[0], ix0), max(box[1], iy0), min(box[2], ix1), min(box[3], iy1)
-        if ox1 > ox0 and oy1 > oy0:
-            region = self.array[oy0 - iy0 : oy1 - iy0, ox0 - ix0 : ox1 - ix0]
-            region[src[oy0 - box[1] : oy1 - box[1], ox0 - box[0] : ox1 - box[0]]] = value
+        self._set_where(box, other.read_box(box), value)
         self.last_touched = box
         return box
+
+    def _set_where(self, box: Box, where: np.ndarray, value: bool) -> None:
+        """Set the pixels that ``where`` (a bool array over ``box``) marks to ``value``; the
+        array grows to cover them when painting. Under the packing lock (see write_box)."""
+        with _HOT.lock:
+            if value:
+                self._ensure_covers(box)
+            ix0, iy0, ix1, iy1 = self.box
+            ox0, oy0, ox1, oy1 = max(box[0], ix0), max(box[1], iy0), min(box[2], ix1), min(box[3], iy1)
+            if ox1 > ox0 and oy1 > oy0:
+                region = self.array[oy0 - iy0 : oy1 - iy0, ox0 - ix0 : ox1 - ix0]
+                region[where[oy0 - box[1] : oy1 - box[1], ox0 - box[0] : ox1 - box[0]]] = value
 
     # ---------------------------------------------------------------- set algebra (pure)
     def _binary(self, other: "Mask", op) -> "Mask":
@@ -520,7 +598,7 @@ class Mask:
             return []
         c = self.cropped()
         n, labels, stats, _ = cv2.connectedComponentsWithStats(
-            c.array.astype(np.uint8), connectivity=connectivity
+            c.pixels.astype(np.uint8), connectivity=connectivity
         )
         order = sorted(range(1, n), key=lambda i: -stats[i, cv2.CC_STAT_AREA])
         out = []
@@ -536,7 +614,7 @@ class Mask:
             return self.cropped()
         c = self.cropped()
         n, labels, stats, _ = cv2.connectedComponentsWithStats(
-            c.array.astype(np.uint8), connectivity=connectivity
+            c.pixels.astype(np.uint8), connectivity=connectivity
         )
         keep = np.zeros(n, bool)
         keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area

@@ -36,7 +36,7 @@ def uncompressed_counts(mask: "Mask") -> list[int]:
     Time is proportional to the crop (plus the number of runs), not the image.
     """
     H, W = mask.image_size
-    a = mask.array
+    a = mask.pixels  # read only: a packed mask stays packed
     if a.size == 0 or not a.any():
         return [H * W]
     h, w = a.shape

@@ -10,7 +10,7 @@ from typing import Callable
 
 from annotation.document import InstanceState
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # the states counted per image, in the order of the image columns n_<state>
 COUNTED_STATES = tuple(s.value for s in InstanceState)
 
@@ -110,5 +110,19 @@ def _migrate_4(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE images ADD COLUMN tags TEXT NOT NULL DEFAULT '[]'")
 
 
+def _migrate_5(db: sqlite3.Connection) -> None:
+    # each proposal's embedding (inference/embedding.py), float16 little-endian, what the
+    # clustered review groups proposals by; a table of its own so that reading instances
+    # never drags vectors along. The trigger (not a foreign key) removes it with its
+    # instance, whatever the connection's foreign_keys setting.
+    db.execute(
+        "CREATE TABLE embeddings (instance_id INTEGER PRIMARY KEY, vector BLOB NOT NULL)"
+    )
+    db.execute(
+        "CREATE TRIGGER embeddings_follow_delete AFTER DELETE ON instances "
+        "BEGIN DELETE FROM embeddings WHERE instance_id = OLD.id; END"
+    )
+
+
 # index i migrates schema version i to i + 1
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5]

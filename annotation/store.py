@@ -38,7 +38,7 @@ from annotation.mask import Mask
 from annotation.palette import DEFAULT_PALETTE, Palette, builtin_palette
 from annotation.scanning import ScannedImage, ScanReport, find_image_files, read_image_headers
 from annotation.schema import MIGRATIONS, SCHEMA_VERSION
-from annotation.store_queries import Interaction, ProjectQueries  # noqa: F401 - Interaction is part of the API
+from annotation.store_queries import Interaction, ProjectQueries, encode_embedding  # noqa: F401 - Interaction is API
 
 DB_NAME = "specula.db"
 # how long opening, and then each write, waits for another writer before saying so.
@@ -621,6 +621,9 @@ class ProjectStore(ProjectQueries):
             ),
         )
         inst.id = int(cur.lastrowid)
+        if inst.embedding is not None:
+            self._write("INSERT OR REPLACE INTO embeddings(instance_id, vector) VALUES(?, ?)",
+                        (inst.id, encode_embedding(inst.embedding)))
         return inst.id
 
     def add_instances(self, instances: Iterable[Instance]) -> list[int]:

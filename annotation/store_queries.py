@@ -8,8 +8,31 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
+import numpy as np
+
 from annotation.document import InstanceState
 from annotation.schema import COUNTED_STATES
+
+MAX_EMBEDDING_DIMS = 4096  # a stored vector longer than this is refused as corrupt
+
+
+def encode_embedding(vector: np.ndarray) -> bytes:
+    """A proposal's embedding as stored: float16 little-endian (half the bytes, and
+    clustering needs no more precision); refused when not 1..MAX_EMBEDDING_DIMS finite values."""
+    v = np.asarray(vector, dtype=np.float32).ravel()
+    if not 0 < v.size <= MAX_EMBEDDING_DIMS or not np.isfinite(v).all():
+        raise ValueError(f"an embedding must be 1..{MAX_EMBEDDING_DIMS} finite values, not {v.size}")
+    return np.clip(v, -65000.0, 65000.0).astype("<f2").tobytes()
+
+
+def decode_embedding(blob: bytes) -> np.ndarray:
+    """A stored embedding back as float32; refused (ValueError) when it cannot be one."""
+    if not isinstance(blob, (bytes, memoryview)) or len(blob) % 2 or not 0 < len(blob) // 2 <= MAX_EMBEDDING_DIMS:
+        raise ValueError("a stored embedding is not 1..4096 float16 values")
+    vec = np.frombuffer(bytes(blob), dtype="<f2").astype(np.float32)
+    if not np.isfinite(vec).all():
+        raise ValueError("a stored embedding holds values that are not finite")
+    return vec
 
 
 @dataclass
@@ -107,3 +130,57 @@ class ProjectQueries:
             sql += " AND image_id=?"
             params.append(image_id)
         return {int(r[0]) for r in self._db.execute(sql, params)}
+
+    # ------------------------------------------------------------ embeddings (clustered review)
+    def embeddings(self, ids: Optional[Iterable[int]] = None) -> dict[int, np.ndarray]:
+        """instance id -> embedding, for these instances (all with one when ``ids`` is None).
+
+        A vector that is not one (wrong length, not finite) is left out: the proposal is
+        then clustered by its statistics alone, instead of the review failing.
+        """
+        if ids is None:
+            rows = self._db.execute("SELECT instance_id, vector FROM embeddings").fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT instance_id, vector FROM embeddings WHERE instance_id IN (SELECT value FROM json_each(?))",
+                (json.dumps([int(i) for i in ids]),),
+            ).fetchall()
+        out: dict[int, np.ndarray] = {}
+        for iid, blob in rows:
+            try:
+                out[int(iid)] = decode_embedding(blob)
+            except ValueError:
+                continue
+        return out
+
+    def proposal_rows(self, class_name: Optional[str] = None) -> list[tuple[int, int, str, float]]:
+        """(instance id, image id, class, score) of every waiting proposal, masks not read."""
+        sql = "SELECT id, image_id, class_name, COALESCE(score, 0.0) FROM instances WHERE state = 'proposed'"
+        params: tuple = ()
+        if class_name is not None:
+            sql += " AND class_name = ?"
+            params = (class_name,)
+        return [(int(a), int(b), str(c), float(d)) for a, b, c, d in self._db.execute(sql + " ORDER BY id", params)]
+
+    def states_of(self, ids: Iterable[int]) -> dict[int, str]:
+        """instance id -> state, for those of ``ids`` that exist."""
+        rows = self._db.execute(
+            "SELECT id, state FROM instances WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps([int(i) for i in ids]),),
+        )
+        return {int(i): str(s) for i, s in rows}
+
+    def instance_meta(self, instance_id: int) -> tuple[str, str]:
+        """(class, origin) of an instance, mask not read."""
+        row = self._db.execute("SELECT class_name, origin FROM instances WHERE id = ?", (int(instance_id),)).fetchone()
+        if row is None:
+            raise KeyError(f"no instance {instance_id}")
+        return str(row[0]), str(row[1])
+
+    def images_of(self, ids: Iterable[int]) -> dict[int, int]:
+        """instance id -> its image id, for those of ``ids`` that exist."""
+        rows = self._db.execute(
+            "SELECT id, image_id FROM instances WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps([int(i) for i in ids]),),
+        )
+        return {int(i): int(m) for i, m in rows}

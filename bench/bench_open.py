@@ -19,7 +19,8 @@ a worker once it is painted; the benchmark waits for that).
    growth over the decoded image (6250 x 4000 x 3 bytes); aim <= 1.25x for both. The
    growth is also given after ``malloc_trim(0)``, to show what part is free heap glibc
    keeps rather than live data; the aim is judged without it. A breakdown gives the
-   live bytes of the image levels, the masks and the overlay images.
+   live bytes of the image levels, the masks (as held, bit-packed or not) and the
+   overlay images (1-bit planes).
 2. Open to first paint. Interleaved, ``--reps`` times: ``cv2.imdecode`` of the file's
    bytes (read with ``np.fromfile``; plain BGR, one thread), the aim's baseline;
    ``cv2.imread`` into an array allocated beforehand (the decode alone, without the
@@ -224,8 +225,9 @@ def live_bytes(win) -> dict[str, int]:
     c, s = win.canvas, win.session
     return {
         "image levels": c.image_item.nbytes,
-        "masks": sum(i.mask.array.nbytes for i in s.instances.values()),
-        "overlay images": sum(item._img.sizeInBytes() for item in c.items_by_id.values()),
+        # as held: most masks are bit-packed (``.array`` would unpack them to measure them)
+        "masks": sum(i.mask.nbytes for i in s.instances.values()),
+        "overlay images": sum(item.nbytes for item in c.items_by_id.values()),
     }
 
 

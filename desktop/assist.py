@@ -25,7 +25,8 @@ REGISTRY_POLL_MS = 2000
 
 class Assist(QObject):
     menus = {
-        "&Review": ["review.accept", "review.reject", "review.reject_rest", "review.next", None, "action.propose_image",
+        "&Review": ["review.accept", "review.reject", "review.reject_rest", "review.next", "review.by_clusters", None,
+                    "action.propose_image",
                     "action.propose_project", "action.cancel_job"],
         "T&raining": ["action.train"],
     }
@@ -99,6 +100,7 @@ class Assist(QObject):
         add("review.reject", "&Reject proposal", lambda: r.reject())
         add("review.reject_rest", "Reject the &rest of this image", r.reject_rest)
         add("review.next", "&Next proposal", r.next)
+        add("review.by_clusters", "Review by &clusters…", self.review_by_clusters)
         add("action.propose_image", "Propose this &image", self.proposer.propose_image)
         add("action.propose_project", "Propose the whole &project", self.proposer.propose_images)
         add("action.cancel_job", "Cancel the running job", self.proposer.cancel)
@@ -212,6 +214,29 @@ class Assist(QObject):
             return
         self.training_panel.start()
 
+    def review_by_clusters(self) -> None:
+        """The clustered yes/no review of the whole project's proposals (one window per project)."""
+        from desktop.review.clusters_dialog import ClusterReviewDialog
+
+        dialog = getattr(self, "clusters_dialog", None)
+        if dialog is None:
+            self.clusters_dialog = dialog = ClusterReviewDialog(self.ctx, self._open_instance,
+                                                                self.review_panel.window())
+        else:
+            dialog.rebuild()
+        dialog.show()
+        dialog.raise_()
+        dialog.activateWindow()
+
+    def _open_instance(self, image_id: int, instance_id: int) -> None:
+        """A proposal chosen in the clustered review, shown in the editor."""
+        s = self.ctx.session
+        if s.image is None or s.image.id != image_id:
+            self.navigator.open_image(image_id)
+        if instance_id in s.instances:
+            s.select([instance_id])
+            self.canvas.centre_on_instance(instance_id)
+
     def _model_for_task(self, task: str) -> Optional[str]:
         """Retraining makes a new version of the model in use when it does this task."""
         info = self.review_panel.chosen_info()
@@ -223,3 +248,7 @@ class Assist(QObject):
         self.proposer.cancel()
         self.proposer.runner.wait(5000)
         self.predictor.runner.wait(5000)
+        dialog = getattr(self, "clusters_dialog", None)
+        if dialog is not None:  # its history refers to this project's store
+            dialog.shutdown()
+            self.clusters_dialog = None

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-PROPOSING_TASKS = ("semantic", "cam", "instance")
+from inference.registry import PROPOSING_TASKS  # one list of the tasks that propose (stdlib-only module)
 
 # the hosts alive in this process, and whether the window is shown: a host made after
 # that (a project opened later) starts its engine at once

@@ -49,6 +49,7 @@ KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
     "review.reject": ("Review", ("R",)),
     "review.reject_rest": ("Review", ("Shift+R",)),
     "review.next": ("Review", ("N", "Tab")),
+    "review.by_clusters": ("Review", ("Ctrl+Shift+R",)),
     "action.propose_image": ("Review", ("Ctrl+P",)),
     "action.propose_project": ("Review", ("Ctrl+Shift+P",)),
     "action.cancel_job": ("Review", ()),

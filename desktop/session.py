@@ -343,6 +343,16 @@ class EditingSession:
             else:
                 self._notify(self.instance_changed, iid, None)
 
+    def set_states_across(self, ids_by_image: dict[int, list[int]], state: InstanceState) -> None:
+        """``set_states`` for instances of any images (the clustered review decides across
+        the project): the open image's through the session, the others' in the store."""
+        for image_id, ids in ids_by_image.items():
+            if self.image is not None and image_id == self.image.id:
+                self.set_states(ids, state)
+            else:
+                self.store.set_states(ids, state)
+                self._notify(self.image_updated, image_id)
+
     def _deselect(self, ids: Iterable[int]) -> None:
         gone = set(ids)
         if gone & set(self.selection):

@@ -152,7 +152,18 @@ def _local_results(jobs: Sequence[Job], workers: int, init_args: tuple, failures
                     futures = {}
         finally:
             # stopped early (cancelled, the consumer gone): images not started are dropped
+            if broken_pool(pool):
+                # a worker killed while it held the task queue's lock leaves the others
+                # waiting on that lock for ever, and shutdown() would join them: end them
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.kill()
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def broken_pool(pool: Any) -> bool:
+    """Whether a ``ProcessPoolExecutor`` lost a worker (its ``_broken`` flag, set by the
+    executor's own manager thread: no public accessor exists)."""
+    return bool(getattr(pool, "_broken", False))
 
 
 def _ray_results(jobs: Sequence[Job], workers: int, init_args: tuple, address: Optional[str],
@@ -273,6 +284,7 @@ def propose_with_workers(
             with store.transaction():  # several images, one commit; each image stays whole
                 for r in batch:
                     r.store(store, params)
+                    summary.proposals -= sum(r.dropped.values())
             batch.clear()
         last_commit = time.monotonic()
 

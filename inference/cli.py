@@ -85,6 +85,8 @@ def cmd_propose(args: argparse.Namespace) -> int:
             bar.set_postfix_str(path[-40:], refresh=False)
             bar.update(done - bar.n)
 
+        params = parse_params(getattr(args, "param", None) or [])
+        engine.pipeline(name, version).params(params)  # a typo is refused before any image is read
         workers = int(getattr(args, "workers", 0) or 0)
         if workers < 0:
             return _fail(f"--workers {workers}: give a number of worker processes, 1 or more")
@@ -98,16 +100,16 @@ def cmd_propose(args: argparse.Namespace) -> int:
             summary = propose_with_workers(
                 store, registry, name, pinned, workers=max(1, workers), cluster=args.cluster,
                 backend="ray" if args.cluster else "local", images=images, device=args.device,
-                resume=not args.again, progress=progress,
+                resume=not args.again, progress=progress, params=params,
             )
             for text in summary.messages:
                 print(text, file=sys.stderr)
         else:
             summary = propose_project(
-                store, engine, name, args.images, progress=progress, version=version,
+                store, engine, name, args.images, progress=progress, version=version, params=params,
                 on_message=lambda text: print(text, file=sys.stderr),
             )
-    except ModelError as exc:
+    except (ModelError, ValueError) as exc:  # ValueError: a --param the pipeline does not take
         return _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - narrowed below: only a batch run's own start errors are one line
         from inference.batch import BatchError
@@ -191,6 +193,21 @@ def cmd_models(args: argparse.Namespace) -> int:
     return _fail("models needs a command: list, activate, rollback or import")
 
 
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``["threshold=0.3", "random_walk=true"]`` -> ``{"threshold": 0.3, "random_walk": True}``
+    (a value that is not JSON stays a string)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--param {pair!r}: write KEY=VALUE, e.g. threshold=0.3")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def add_parsers(subparsers: Any) -> None:
     """Add ``propose`` and ``models`` to an ``argparse`` subparsers object; handlers in ``func``."""
     p = subparsers.add_parser("propose", help="propose masks for a project's images with a model")
@@ -210,6 +227,9 @@ def add_parsers(subparsers: Any) -> None:
                         "then a summary line")
     p.add_argument("--again", action="store_true",
                    help="with --workers/--cluster: propose again on images already proposed with this version")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a pipeline parameter for this run, e.g. threshold=0.3 or random_walk=true "
+                        "(JSON values; repeat for more); unknown keys are refused")
     p.add_argument("--registry", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_propose)
 

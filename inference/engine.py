@@ -17,6 +17,7 @@ import numpy as np
 from inference.pipelines import PIPELINES, Pipeline, Runtimes, build_pipeline
 from inference.pipelines.prompt import GrabCutPromptSession, PromptSession, pixels_key
 from inference.pipelines.prompt_choice import PROMPT_TASKS, choose_prompt_model, open_prompt_session
+from inference.embedding import attach_embeddings
 from inference.proposal import Proposal
 from inference.registry import ModelError, ModelInfo, Registry
 from inference.runtime import OnnxRuntime, TorchRuntime
@@ -188,6 +189,11 @@ class Engine:
 
         def finished() -> list[Proposal]:
             result = finish()
+            # every proposal gets an embedding (clustered review): a pipeline without
+            # model features gets the proposal's own statistics
+            bare = [p for p in result if p.embedding is None]
+            if bare:
+                attach_embeddings(bare, image_rgb)
             with self._lock:
                 self._results[key] = result
                 while len(self._results) > self._cache_items:

@@ -1,7 +1,10 @@
 """What every pipeline returns: a mask with its class, score and the model version that made it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
 
 from annotation.mask import Mask
 
@@ -21,6 +24,9 @@ class Proposal:
     score: float
     model: str
     version: str
+    # what the clustered review groups proposals by (``inference.embedding``); None when
+    # the pipeline made none
+    embedding: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
     @property
     def origin(self) -> str:
@@ -28,4 +34,4 @@ class Proposal:
         return f"{self.model}@{self.version}"
 
     def copy(self) -> "Proposal":
-        return Proposal(self.mask.copy(), self.class_name, self.score, self.model, self.version)
+        return Proposal(self.mask.copy(), self.class_name, self.score, self.model, self.version, self.embedding)

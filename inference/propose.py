@@ -25,7 +25,7 @@ def instances_from_proposals(image_id: int, proposals: Iterable[Proposal]) -> li
     """The engine's proposals as (not yet stored) ``proposed`` instances of one image."""
     return [
         Instance(image_id, p.class_name, p.mask, InstanceState.PROPOSED, model_origin(p.model, p.version),
-                 float(p.score))
+                 float(p.score), embedding=p.embedding)
         for p in proposals
     ]
 
@@ -59,6 +59,43 @@ def store_proposals(
     return ids
 
 
+DUPLICATE_IOU = 0.5  # a proposal over an accepted mask of its class is that mask again (004's de-duplication)
+REPEAT_IOU = 0.95  # a proposal (nearly) equal to a rejected one would get the same "no"
+
+
+def known_proposals(store: ProjectStore, image_id: int, instances: Sequence[Instance]) -> tuple[list[int], dict]:
+    """Which new proposals are worth asking about: the indices of ``instances`` to keep,
+    and what was dropped (``{"duplicates": n, "repeats": m}``).
+
+    A proposal with IoU above ``DUPLICATE_IOU`` against an accepted instance of its class
+    duplicates what the expert already has; one above ``REPEAT_IOU`` against a rejected
+    one repeats a question already answered. Re-proposing after a retraining (004's
+    iterations) would otherwise bring both back to review.
+    """
+    known = store.instances(image_id, [InstanceState.ACCEPTED, InstanceState.REJECTED])
+    if not known:
+        return list(range(len(instances))), {}
+    keep: list[int] = []
+    dropped = {"duplicates": 0, "repeats": 0}
+    for k, inst in enumerate(instances):
+        verdict = None
+        for old in known:
+            if old.class_name != inst.class_name:
+                continue
+            iou = inst.mask.iou(old.mask)
+            if old.state is InstanceState.ACCEPTED and iou > DUPLICATE_IOU:
+                verdict = "duplicates"
+                break
+            if old.state is InstanceState.REJECTED and iou > REPEAT_IOU:
+                verdict = "repeats"
+                break
+        if verdict is None:
+            keep.append(k)
+        else:
+            dropped[verdict] += 1
+    return keep, {k: v for k, v in dropped.items() if v}
+
+
 @dataclass
 class ImageProposals:
     """One image's result of a run, ready for ``store_proposals``."""
@@ -70,11 +107,23 @@ class ImageProposals:
     version: str
     started: float
     sha1: Optional[str] = None  # set when the image's hash was computed by this run
+    dropped: dict = field(default_factory=dict)  # what ``drop_known`` left out
+
+    def drop_known(self, store: ProjectStore) -> list[int]:
+        """Leave out proposals that duplicate an accepted mask or repeat a rejected one
+        (``known_proposals``); returns the indices kept (for what goes with each proposal)."""
+        keep, dropped = known_proposals(store, self.image_id, self.instances)
+        self.instances = [self.instances[k] for k in keep]
+        for key, n in dropped.items():
+            self.dropped[key] = self.dropped.get(key, 0) + n
+        return keep
 
     def store(self, store: ProjectStore, params: Optional[Mapping[str, Any]] = None) -> list[int]:
+        self.drop_known(store)
+        extra = {"dropped": dict(self.dropped)} if self.dropped else {}
         return store_proposals(store, self.image_id, self.instances, started=self.started, sha1=self.sha1,
                                model=self.model, version=self.version, proposals=len(self.instances),
-                               params=dict(params or {}))
+                               params=dict(params or {}), **extra)
 
 
 @dataclass
@@ -229,4 +278,5 @@ def propose_project(
     for result in image_proposals(store.root, records, engine, model, version, params, summary=summary,
                                   progress=progress, cancel=cancel, on_message=on_message):
         result.store(store, params)
+        summary.proposals -= sum(result.dropped.values())
     return summary

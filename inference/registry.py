@@ -47,14 +47,15 @@ if TYPE_CHECKING:  # only for the type hint; the registry reads a palette's name
 
 MANIFEST = "manifest.json"
 ACTIVE_FILE = "active.json"
-TASKS = ("semantic", "cam", "instance", "prompt", "clicks")
+TASKS = ("semantic", "cam", "instance", "prompt", "clicks", "irnet")
 # the tasks whose models propose instances for a whole image (prompt models answer clicks)
-PROPOSING_TASKS = ("semantic", "cam", "instance")
+PROPOSING_TASKS = ("semantic", "cam", "instance", "irnet")
 ACTIVATIONS = ("softmax", "sigmoid", "none")
 # weight files each task can run from; a version needs one of the alternatives
 REQUIRED_FILES: dict[str, tuple[tuple[str, ...], ...]] = {
     "semantic": (("model.onnx",), ("model.pt",)),
     "cam": (("model.pt",),),
+    "irnet": (("model.onnx",),),  # IRNet (002): CAM network and both branches in one graph
     "instance": (("model.onnx",),),
     "prompt": (("encoder.onnx", "decoder.onnx"),),
     # click refinement (inference.pipelines.clicks): one network run per click, or an image

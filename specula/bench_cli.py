@@ -30,14 +30,26 @@ each charged ``click`` from the cost table, and a second table prints the time s
 with clicks beside the time saved without them; its headline compares assisted with
 clicks against the faster of the two manual workflows (with or without clicks), so a
 weak click model cannot make the baseline slow.
+
+``--yes-no`` (issue 16, 004's chapter 3) reviews the model's proposals by yes/no
+questions answered from the truth (good: IoU with the best truth instance of its class
+above ``--t-iou``), once with clusters of similar proposals and once with one question
+per proposal, each in its own project; it retrains on the accepted masks, proposes again,
+drops duplicates of what was accepted and repeats ``--iterations`` times, and writes
+``yes_no_<dataset>.md/.json`` (``annotation.effort.yes_no``, ``specula.effort_yes_no``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
+from annotation.clusters import (
+    DEFAULT_AGREEMENT,
+    DEFAULT_REPRESENTATIVES,
+    DEFAULT_TARGET_SIZE,
+)
 from annotation.effort import (
     AnnotatorParams,
     CostTable,
@@ -62,6 +74,12 @@ from annotation.effort.report import (
     write_loop_report,
 )
 from annotation.effort.runner import DATASETS, DEFAULT_MIN_AREA
+from annotation.effort.yes_no import (
+    T_IOU,
+    totals_line,
+    write_yes_no_report,
+    yes_no_table,
+)
 from specula.effort_clicks import ModelClicks
 from specula.effort_model import EngineSource, SubprocessTrainer
 
@@ -108,11 +126,28 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     p.add_argument("--k", type=int, default=5, help="images per round of --loop")
     p.add_argument("--train-cmd", default=None,
                    help=f"training command template for --loop (default: '{SubprocessTrainer.DEFAULT_COMMAND}')")
+    p.add_argument("--epochs", type=int, default=8, help="epochs of each retraining (--loop, --yes-no)")
+    y = p.add_argument_group("004's yes/no review (--yes-no)")
+    y.add_argument("--yes-no", action="store_true",
+                   help="answer 004's yes/no questions from the truth, with clusters and one per proposal; "
+                        "retrain on the accepted masks and repeat (writes yes_no_<dataset>.md/.json)")
+    y.add_argument("--t-iou", type=float, default=T_IOU,
+                   help="a proposal is good when its IoU with the best truth instance of its class exceeds this")
+    y.add_argument("--iterations", type=int, default=3, help="review-and-retrain iterations")
+    y.add_argument("--representatives", type=int, default=DEFAULT_REPRESENTATIVES, help="questions per cluster")
+    y.add_argument("--agreement", type=float, default=DEFAULT_AGREEMENT,
+                   help="share of a cluster's representatives that must agree, else it splits")
+    y.add_argument("--cluster-size", type=int, default=DEFAULT_TARGET_SIZE, help="proposals per cluster to start with")
+    y.add_argument("--no-gate", action="store_true",
+                   help="propose with every retrained version, better or not (004's protocol); by default a "
+                        "version proposes only when it beats the model in use on the validation images")
+    y.add_argument("--val-images", type=int, default=8,
+                   help="the last N images selected are held out for the validation IoU, the rest are the pool")
     p.set_defaults(handler=run_bench_effort)
     return bench
 
 
-def _registry(folder: Optional[str]):
+def _registry(folder: str | None):
     from inference.registry import Registry
 
     return Registry(folder) if folder else Registry.default()
@@ -142,7 +177,7 @@ def held_out_stems(keys: Sequence[str], dataset: str) -> set[str]:
     return out
 
 
-def _held_out_stems(model: Optional[str], dataset: str, registry: Optional[str] = None) -> set[str]:
+def _held_out_stems(model: str | None, dataset: str, registry: str | None = None) -> set[str]:
     """File stems of ``dataset``'s validation images recorded in the active version's manifest."""
     if not model:
         raise ProposalError("--held-out needs --model NAME")
@@ -178,6 +213,8 @@ def run_bench_effort(args: argparse.Namespace) -> int:
         return _fail("--target-iou must be in (0, 1]")
     if args.max_clicks < 1:
         return _fail("--max-clicks must be at least 1")
+    if args.yes_no:
+        return _run_yes_no(args)
     if args.clicks and args.loop:
         return _fail("--clicks is not supported with --loop (run the loop, then --clicks on its proposals)")
     if args.instance_cap <= 0 or args.correction_cap <= 0:
@@ -211,7 +248,8 @@ def run_bench_effort(args: argparse.Namespace) -> int:
             if not args.model:
                 return _fail("--loop needs --model NAME (the model the training command publishes)")
             initial = source
-            trainer = SubprocessTrainer(args.model, out / f"loop_project_{name}", args.train_cmd, args.min_score)
+            trainer = SubprocessTrainer(args.model, out / f"loop_project_{name}", args.train_cmd, args.min_score,
+                                        args.epochs)
             loop = run_loop(name, images, args.k, trainer, annotators[0], initial,
                             progress=lambda s: print(s, file=sys.stderr))
             print(loop_table(loop))
@@ -243,7 +281,41 @@ def run_bench_effort(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _run_yes_no(args: argparse.Namespace) -> int:
+    """``--yes-no``: both review loops (clusters, one question per proposal) on the pool."""
+    from specula.effort_yes_no import run_yes_no_bench
+
+    if not args.model:
+        return _fail("--yes-no needs --model NAME (the model whose proposals are reviewed)")
+    if args.loop or args.clicks:
+        return _fail("--yes-no runs its own loop; it does not combine with --loop or --clicks")
+    if not 0.0 < args.t_iou < 1.0:
+        return _fail("--t-iou must be in (0, 1)")
+    if args.iterations < 1 or args.representatives < 1 or args.cluster_size < 1 or args.val_images < 0:
+        return _fail("--iterations, --representatives and --cluster-size must be at least 1, --val-images >= 0")
+    if not 0.5 <= args.agreement <= 1.0:
+        return _fail("--agreement must be between 0.5 and 1")
+    if args.limit is not None and args.limit <= 0:
+        return _fail("--limit must be a positive number of images")
+    name = Path(args.dataset).name
+    try:
+        costs = CostTable.load(args.costs)
+        stems = _held_out_stems(args.model, name, args.registry) if args.held_out else None
+        limit = None if args.limit is None else args.limit + args.val_images
+        images = load_dataset(args.dataset, limit, args.min_area, offset=args.offset, only_stems=stems)
+        result, notes = run_yes_no_bench(args, images, name, costs, lambda s: print(s, file=sys.stderr))
+        print(yes_no_table(result))
+        print(totals_line(result))
+        files = write_yes_no_report(result, Path(args.out), notes)
+    except (EffortError, ProposalError, CostTableError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot write the report: {exc}")
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry (until the ``specula`` command wires ``add_parsers``)."""
     parser = argparse.ArgumentParser(prog="specula")
     add_parsers(parser.add_subparsers(dest="command", required=True))

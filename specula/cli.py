@@ -54,6 +54,7 @@ _PARSER_PLUGINS: list[tuple[str, str]] = [
     ("specula.eval_cli", "add_parsers"),
     ("specula.bench_cli", "add_parsers"),
     ("specula.clicks_cli", "add_parsers"),
+    ("specula.review_clusters_cli", "add_parsers"),
     ("specula.selftest", "add_parsers"),
 ]
 

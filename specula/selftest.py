@@ -272,6 +272,17 @@ def _run_checks(checks: _Checks, tmp: Path) -> None:
         s["proposals"] = proposals
         return f"{len(proposals)} proposals on {result['images']} images{note}; {result['device']}"
 
+    def clusters() -> str:
+        from annotation.clusters import ClusterReview, review_items
+
+        store = s["store"]
+        vectors = store.embeddings([p.id for p in s["proposals"]])
+        if len(vectors) != len(s["proposals"]):
+            raise RuntimeError(f"{len(s['proposals']) - len(vectors)} proposals were stored without an embedding")
+        review = ClusterReview(review_items(store), target_size=2)  # fastcluster's native code runs
+        return f"{len(vectors)} embeddings of {sorted({v.size for v in vectors.values()})} values, " \
+               f"{len(review.clusters)} clusters"
+
     def edit() -> str:
         from annotation.document import InstanceState
 
@@ -399,6 +410,7 @@ def _run_checks(checks: _Checks, tmp: Path) -> None:
     checks.run("sample", sample)
     checks.run("model", model, needs=("sample",))
     checks.run("propose", propose, needs=("model",))
+    checks.run("clusters", clusters, needs=("propose",))
     checks.run("edit", edit, needs=("propose",))
     checks.run("export", export, needs=("edit",))
     checks.run("reimport", reimport, needs=("export",))

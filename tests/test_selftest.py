@@ -12,7 +12,7 @@ from typing import Optional
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKS = ("qt", "runtime", "torch", "sample", "model", "propose", "edit", "export", "reimport", "clicks")
+CHECKS = ("qt", "runtime", "torch", "sample", "model", "propose", "clusters", "edit", "export", "reimport", "clicks")
 
 
 def _env(home: Path) -> dict:

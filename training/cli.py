@@ -1,4 +1,4 @@
-"""``specula train PROJECT --task semantic|cam|instance|clicks ...`` (and ``python -m training``).
+"""``specula train PROJECT --task semantic|cam|instance|clicks|irnet ...`` (and ``python -m training``).
 
 Progress: JSON lines on stdout with ``--json`` or when stdout is not a terminal
 (``{"event": "epoch", "epoch": .., "loss": .., "val": {..}}``, then
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-TASKS = ("semantic", "cam", "instance", "clicks")
+TASKS = ("semantic", "cam", "instance", "clicks", "irnet")
 ENCODERS = ("efficientnet-lite0", "resnet34", "resnet50")
 
 
@@ -30,7 +30,7 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("project", type=Path, help="project folder (holds specula.db)")
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs (default per task: semantic 30, cam 10, instance 12; clicks trains by "
+                   help="epochs (default per task: semantic 30, cam 10, instance 12, irnet 20; clicks trains by "
                         "--max-steps or --minutes)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of images held out for validation")
@@ -49,6 +49,9 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="clicks: where the clicks enter the network: late (default: a light head over the frozen "
                         "encoder's features, computed once per crop) or early (beside the stem: the whole network "
                         "per click)")
+    p.add_argument("--cam-model", default=None, metavar="NAME[@VERSION]",
+                   help="irnet: the CAM model to learn from (default: the active <project>-cam, else the newest "
+                        "CAM model whose classes are in the palette)")
     p.add_argument("--from-scratch", action="store_true",
                    help="semantic: start from ImageNet, not from the weights of the model version in use")
     p.add_argument("--gpus", type=int, default=1,
@@ -80,6 +83,8 @@ def options_from_args(args: argparse.Namespace):
     extra = {"fusion": args.fusion} if args.task == "clicks" and args.fusion else {}
     if args.from_scratch:
         extra["from_scratch"] = True
+    if args.task == "irnet" and args.cam_model:
+        extra["cam_model"] = args.cam_model
     return TrainOptions(
         project=args.project, task=args.task, epochs=args.epochs, device=args.device, val_fraction=args.val_fraction,
         seed=args.seed, init=args.init, registry=args.registry, name=args.name, version=args.version,
@@ -101,6 +106,8 @@ def run(opts) -> dict:
         from training.instance import train_instance as trainer
     elif opts.task == "clicks":
         from training.clicks import train_clicks as trainer
+    elif opts.task == "irnet":
+        from training.irnet import train_irnet as trainer
     else:
         raise SystemExit(f"unknown task {opts.task!r}; use one of {', '.join(TASKS)}")
     return trainer(opts, reporter)

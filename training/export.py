@@ -36,6 +36,37 @@ def export_semantic_onnx(model, example, path: Path, opset: int = 17) -> None:
         )
 
 
+FEATURES_OUTPUT = "features"
+
+
+def expose_decoder_features(path: Path, head: str = "logits") -> bool:
+    """Add the decoder's last feature map as an output named ``features``.
+
+    The feature map is the input of the 1x1 convolution that makes ``head`` (followed back
+    through a final Resize). The engine pools it inside each proposal into the proposal's
+    embedding (clustered review, 004). The graph is otherwise unchanged, so the other
+    outputs stay exactly what the export check compared. Returns whether it was added
+    (False: no such convolution, or the output exists already).
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    if any(o.name == FEATURES_OUTPUT for o in graph.output):
+        return False
+    producer = {out: node for node in graph.node for out in node.output}
+    node = producer.get(head)
+    while node is not None and node.op_type in ("Resize", "Upsample", "Identity"):
+        node = producer.get(node.input[0])
+    if node is None or node.op_type != "Conv":
+        return False
+    graph.node.append(onnx.helper.make_node("Identity", [node.input[0]], [FEATURES_OUTPUT], name="features_out"))
+    graph.output.append(onnx.helper.make_tensor_value_info(FEATURES_OUTPUT, onnx.TensorProto.FLOAT, [None] * 4))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return True
+
+
 def onnx_session(path: Path):
     import onnxruntime as ort
 

@@ -53,6 +53,21 @@ from training.gate import init_from_active
 
 FINE_TUNE_LR = 1e-4  # learning rate when a run starts from the model version in use
 
+
+def freeze_batchnorm_statistics(model) -> int:
+    """Put every batch-norm layer in eval mode (its running statistics stay as learnt;
+    scale and shift still train). Fine-tuning on a few images in batches of 4 random
+    crops would otherwise replace statistics gathered over the whole earlier training by
+    those of a few crops, within tens of steps. Returns how many layers were frozen."""
+    import torch
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            n += 1
+    return n
+
 DEFAULT_INPUT = (320, 320)
 BACKGROUND = "background"
 PAD_MULTIPLE = 32  # the encoder's stride: native-size inputs are padded to it
@@ -480,6 +495,13 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
     best_state, best_proto, best_seg, best_epoch = None, None, None, -1
     curve: list[dict[str, Any]] = []
     step, images_seen, last_loss = 0, 0, float("nan")
+    if fine_tuning and dist_info.is_main and val:
+        # the version in use is a candidate too (epoch 0): a fine-tuning run whose every
+        # epoch scores below its start publishes its start, which the gate then keeps out
+        proto, seg = validate()
+        curve.append({"epoch": 0, "step": 0, "loss": None, "val_score": _score(proto), "val_mean_iou": proto["mean_iou"],
+                      "val_mean_max_fbeta": proto["mean_max_fbeta"], "elapsed_s": round(timer.elapsed, 1)})
+        best_state, best_proto, best_seg, best_epoch = copy.deepcopy(model.state_dict()), proto, seg, 0
     epoch = 0
     stop = False
     while epoch < epochs and not stop:
@@ -487,6 +509,8 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
         ddp_model.train()
+        if fine_tuning:
+            freeze_batchnorm_statistics(model)
         losses = []
         for batch_items in loader:
             x, y = batch_items[0].to(device, memory_format=memory_format), batch_items[1].to(device)
@@ -638,7 +662,9 @@ def _export_and_publish(model, opts, data, train, val, test, classes, size, prot
                         init_record, run_info, reporter, *, flip: bool, with_boundary: bool,
                         threshold: float, search: bool = False) -> dict[str, Any]:
     from inference.registry import Manifest
-    from training.export import check_onnx_matches, export_semantic_onnx, scratch_dir, write_local
+    from training.export import (
+        check_onnx_matches, expose_decoder_features, export_semantic_onnx, scratch_dir, write_local,
+    )
     from training.gate import judge, publish_gated, save_weights
 
     name = model_name(opts, data)
@@ -657,6 +683,7 @@ def _export_and_publish(model, opts, data, train, val, test, classes, size, prot
         onnx_path = Path(tmp) / "model.onnx"
         export_semantic_onnx(model, inputs[0], onnx_path)
         check = check_onnx_matches(model, onnx_path, inputs)
+        expose_decoder_features(onnx_path)  # pooled into each proposal's embedding (clustered review)
         manifest = {
             "name": name,
             "version": opts.version or "",

@@ -40,6 +40,8 @@ class CostTable:
     undo: float = 0.5
     glance: float = 0.5
     click: float = 2.0
+    # one yes/no question on a shown mask (004's review): Papadopoulos et al. 2016, 1.6 s
+    verify: float = 1.6
     source: str = "<defaults>"
     reference: dict = field(default_factory=dict, compare=False)
 
@@ -81,7 +83,8 @@ class Action:
     ``merge``, ``set_class``, ``undo``, ``glance`` (one remaining proposal checked before
     "Reject the rest"), ``reject_rest`` (the Shift+R key press), ``click`` (one click of
     the prompt tool, ``annotation.effort.clicks``), ``keep`` (Enter after clicks, charged
-    as ``accept``).
+    as ``accept``). ``verify`` is not an action of the annotator: it prices one yes/no
+    question of the clustered review (``annotation.effort.yes_no``).
     """
 
     kind: str

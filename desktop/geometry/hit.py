@@ -12,7 +12,8 @@ def contains(inst: Instance, x: float, y: float) -> bool:
     bx0, by0, bx1, by1 = m.box
     if not (bx0 <= xi < bx1 and by0 <= yi < by1):
         return False
-    return bool(m.array[yi - by0, xi - bx0])
+    # one pixel read: a packed mask is not unpacked for a click
+    return bool(m.read_box((xi, yi, xi + 1, yi + 1))[0, 0])
 
 
 def instance_at(instances: Iterable[Instance], x: float, y: float) -> Optional[Instance]:

@@ -65,6 +65,11 @@ class ProposalsCommand(StoreCommand):
         super().__init__(session, f"propose ({len(new)} from {model}@{version})")
         self.new = list(new)
         self.old = [i for i in session.instances.values() if i.state is InstanceState.PROPOSED]
+        # the undo stores the old proposals again: with their embeddings (the session
+        # does not load them), so the clustered review still knows them
+        vectors = session.store.embeddings([i.id for i in self.old if i.id is not None])
+        for inst in self.old:
+            inst.embedding = vectors.get(inst.id) if inst.id is not None else None
         self.model, self.version, self.started = model, version, started
         self.sha1 = sha1
         self.params = dict(params or {})
@@ -89,3 +94,45 @@ class ProposalsCommand(StoreCommand):
 
     def revert(self) -> None:
         self._store(self.old, "undo", of="propose")
+
+
+class ClusterDecisionCommand(StoreCommand):
+    """Decisions of the clustered review on proposals of any images, as one undo step.
+
+    ``decisions``: [(instance id, image id, state, action, started, details)], where
+    ``action`` is ``accept`` or ``reject`` and ``details`` says which question it answered
+    or which cluster's answer it follows (``propagated``). One transaction, one log row
+    per instance, like every other decision; images are not marked done (an expert who
+    judged some of an image's proposals has not looked at the whole image).
+    """
+
+    def __init__(self, session: EditingSession, decisions: Sequence[tuple[int, int, InstanceState, str, float, dict]],
+                 text: str):
+        super().__init__(session, text)
+        self.decisions = list(decisions)
+        states = session.store.states_of([d[0] for d in self.decisions])
+        self.old = {iid: InstanceState(states.get(iid, InstanceState.PROPOSED.value)) for iid, *_ in self.decisions}
+        self.meta = {iid: session.store.instance_meta(iid) for iid, *_ in self.decisions}
+
+    def _set(self, pairs: Sequence[tuple[int, int, InstanceState]]) -> None:
+        groups: dict[InstanceState, dict[int, list[int]]] = {}
+        for iid, image_id, state in pairs:
+            groups.setdefault(state, {}).setdefault(image_id, []).append(iid)
+        for state, by_image in groups.items():
+            self.session.set_states_across(by_image, state)
+
+    def apply(self, first: bool) -> None:
+        self._set([(iid, image_id, state) for iid, image_id, state, *_ in self.decisions])
+        store = self.session.store
+        for iid, image_id, _state, action, started, details in self.decisions:
+            cls, origin = self.meta[iid]
+            if first:
+                store.log(action, image_id=image_id, instance_id=iid, class_name=cls, started=started,
+                          origin=origin, **details)
+            else:
+                store.log("redo", image_id=image_id, instance_id=iid, class_name=cls, of=action)
+
+    def revert(self) -> None:
+        self._set([(iid, image_id, self.old[iid]) for iid, image_id, *_ in self.decisions])
+        for iid, image_id, _state, action, _started, _details in reversed(self.decisions):
+            self.session.store.log("undo", image_id=image_id, instance_id=iid, class_name=self.meta[iid][0], of=action)

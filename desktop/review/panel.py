@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, Q
                                QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from desktop.coalesce import Coalesced
-from desktop.review.cam_controls import CamControls
+from desktop.review.cam_controls import DEFAULTS as CAM_DEFAULTS, CamControls
 
 
 def row_text(inst) -> str:
@@ -77,6 +77,11 @@ class ReviewPanel(QWidget):
         self.reject_rest.clicked.connect(actions["review.reject_rest"].trigger)
         self.reject_rest.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         lay.addWidget(self.reject_rest)
+        by_clusters = QPushButton("Review by clusters… (Ctrl+Shift+R)", objectName="review.by_clusters")
+        by_clusters.setToolTip("Yes / no on groups of similar proposals across the whole project (004)")
+        by_clusters.clicked.connect(actions["review.by_clusters"].trigger)
+        by_clusters.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        lay.addWidget(by_clusters)
         self.cam = CamControls()
         self.cam.setVisible(False)
         lay.addWidget(self.cam)
@@ -112,7 +117,10 @@ class ReviewPanel(QWidget):
 
     def _show_cam(self) -> None:
         info = self.chosen_info()
-        self.cam.setVisible(info is not None and info.task == "cam")
+        is_cam = info is not None and info.task == "cam"
+        self.cam.setVisible(is_cam)
+        if is_cam:  # the model's own post-processing: the CAM trainer picks its threshold on held-out masks
+            self.cam.set_params({**CAM_DEFAULTS, **info.manifest.defaults})
 
     # ------------------------------------------------------------ queue
     def refresh_totals(self) -> None:

@@ -24,8 +24,8 @@ from desktop.workers import JobRunner
 
 
 def _image_job(engine_host, rgb, record, model, params):
-    """Proposals for the shown image's pixels, with their overlay images (drawn here, so
-    the GUI thread only shows them). Returns (ImageProposals, [overlay_image(...)])."""
+    """Proposals for the shown image's pixels, with their overlays' bit planes (built here,
+    so the GUI thread only shows them). Returns (ImageProposals, [overlay_image(...)])."""
     def run(progress=None, cancel=None):
         from desktop.canvas.overlay import overlay_image
         from inference.propose import ImageProposals, instances_from_proposals
@@ -180,6 +180,9 @@ class Proposer(QObject):
         params = self._params.get(rid, {})
         try:
             if s.image is not None and s.image.id == result.image_id:
+                keep = result.drop_known(s.store)  # not what is accepted or was rejected already
+                if overlays is not None:
+                    overlays = [overlays[k] for k in keep]
                 cmd = ProposalsCommand(s, result.instances, result.model, result.version, result.started,
                                        sha1=result.sha1, params=params)
                 if overlays is not None:

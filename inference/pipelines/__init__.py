@@ -8,6 +8,7 @@ from __future__ import annotations
 from inference.pipelines.base import Pipeline, Runtimes
 from inference.pipelines.cam import CamPipeline
 from inference.pipelines.instance import InstancePipeline
+from inference.pipelines.irnet import IRNetPipeline
 from inference.pipelines.prompt import GrabCutPromptSession, PromptSession, SamPromptSession
 from inference.pipelines.semantic import SemanticPipeline
 from inference.registry import ModelError, ModelInfo, check_files
@@ -16,6 +17,7 @@ PIPELINES: dict[str, type[Pipeline]] = {
     SemanticPipeline.task: SemanticPipeline,
     CamPipeline.task: CamPipeline,
     InstancePipeline.task: InstancePipeline,
+    IRNetPipeline.task: IRNetPipeline,
 }
 PROMPT_SESSIONS: dict[str, type[PromptSession]] = {"prompt": SamPromptSession}
 
@@ -33,5 +35,5 @@ def build_pipeline(info: ModelInfo, runtimes: Runtimes) -> Pipeline:
 
 __all__ = [
     "PIPELINES", "PROMPT_SESSIONS", "Pipeline", "Runtimes", "build_pipeline", "SemanticPipeline", "CamPipeline",
-    "InstancePipeline", "PromptSession", "SamPromptSession", "GrabCutPromptSession",
+    "InstancePipeline", "IRNetPipeline", "PromptSession", "SamPromptSession", "GrabCutPromptSession",
 ]

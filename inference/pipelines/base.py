@@ -195,6 +195,9 @@ class NetworkMaps:
     boundary: Optional[np.ndarray] = None
     logits: Optional[np.ndarray] = None
     activation: str = "none"
+    # ``(F, h', w')`` decoder features of the (unmirrored) pass, covering the image, for a
+    # model with a ``features`` output: pooled into each proposal's embedding
+    features: Optional[np.ndarray] = None
 
 
 def logits_thresholdable(activation: str, channels: int) -> bool:
@@ -223,7 +226,8 @@ def semantic_network_maps(
 
     Args:
         rgb: ``(H, W, 3)`` uint8 RGB (one tile or a whole image).
-        run: ``(1, 3, h, w)`` float32 -> ``[logits (1, C, h, w), optional boundary logits (1, 1, h, w)]``.
+        run: ``(1, 3, h, w)`` float32 -> ``[logits (1, C, h, w), optional boundary logits (1, 1, h, w),
+            optional decoder features (1, F, h', w')]`` (None where the model has no such output).
         input_size: the network's fixed ``(h, w)`` (the image is resized with
             ``resize_image``), or None for a model that takes the image at its own size
             (padded to ``pad_multiple``, the padding cut off again).
@@ -246,14 +250,17 @@ def semantic_network_maps(
         passes.append((np.ascontiguousarray(x[:, :, :, ::-1]), True))
     probs_sum: Optional[np.ndarray] = None
     bnd_sum: Optional[np.ndarray] = None
+    features: Optional[np.ndarray] = None
     for inp, mirrored in passes:
         outs = run(inp)
         raw = np.asarray(outs[0])[0]
         b = activate(np.asarray(outs[1])[0, 0], "sigmoid") if len(outs) > 1 and outs[1] is not None else None
+        if not mirrored and len(outs) > 2 and outs[2] is not None:
+            features = _valid_features(np.asarray(outs[2])[0], crop, src.shape[:2])
         if keep_logits and not flip and logits_thresholdable(activation, raw.shape[0]):
             cut = (slice(0, crop[0]), slice(0, crop[1]))
             return NetworkMaps(None, None if b is None else np.ascontiguousarray(b[cut], np.float32),
-                               np.ascontiguousarray(raw[(slice(None),) + cut], np.float32), activation)
+                               np.ascontiguousarray(raw[(slice(None),) + cut], np.float32), activation, features)
         p = activate(raw, activation, axis=0)
         if p is raw and len(passes) > 1:
             p = p.copy()  # "none" hands the run's own array back: never sum into it
@@ -277,7 +284,16 @@ def semantic_network_maps(
             bnd_sum *= np.float32(1.0 / len(passes))
     probs = np.ascontiguousarray(probs_sum[:, : crop[0], : crop[1]], dtype=np.float32)
     bnd = None if bnd_sum is None else np.ascontiguousarray(bnd_sum[: crop[0], : crop[1]], dtype=np.float32)
-    return NetworkMaps(probs, bnd)
+    return NetworkMaps(probs, bnd, features=features)
+
+
+def _valid_features(features: np.ndarray, crop: tuple[int, int], src: tuple[int, int]) -> Optional[np.ndarray]:
+    """The feature map's cells over the image (padding cut off, in the map's own stride)."""
+    if features.ndim != 3:
+        return None
+    fh = max(1, round(crop[0] * features.shape[1] / src[0]))
+    fw = max(1, round(crop[1] * features.shape[2] / src[1]))
+    return features[:, :fh, :fw]
 
 
 def split_regions(mask: np.ndarray, cut: np.ndarray, min_seed_area: int) -> Optional[np.ndarray]:

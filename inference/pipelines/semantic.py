@@ -10,6 +10,7 @@ from inference.pipelines.base import (
     NetworkMaps, Pipeline, Progress, Runtimes, check_image, expect_rgb_input, maps_to_proposals, resize_maps,
     semantic_network_maps,
 )
+from inference.embedding import attach_embeddings
 from inference.pipelines.postprocess import network_maps_to_proposals
 from inference.proposal import Proposal
 from inference.registry import ModelError, ModelInfo
@@ -37,6 +38,9 @@ class SemanticPipeline(Pipeline):
     ``pad_multiple`` (1: no padding; 32 for a stride-32 network taking any size),
     ``split_panes`` (use the model's boundary output, where it has one, to cut each
     class map into panes: ``boundary_threshold``, seeds of ``min_seed_area`` pixels),
+    ``random_walk`` (IRNet's propagation, 002, on the model's boundary map: each class's
+    probabilities spread within the regions the boundary encloses and stop at it, on a
+    stride-4 grid; about a second per photo, off by default; ``walk_probabilities``),
     ``full_resolution`` (post-process the maps resized to the photo, the reference
     path ``maps_to_proposals``; by default thresholds, components and pane splitting
     run on the network's map and only each region's box is resized:
@@ -47,6 +51,7 @@ class SemanticPipeline(Pipeline):
     defaults = {
         "threshold": 0.5, "min_area": 64, "flip_tta": False, "pad_multiple": 1,
         "split_panes": True, "boundary_threshold": 0.5, "min_seed_area": 400, "full_resolution": False,
+        "random_walk": False,
     }
 
     def __init__(self, info: ModelInfo, runtimes: Runtimes):
@@ -57,6 +62,7 @@ class SemanticPipeline(Pipeline):
             path = info.file("model.onnx")
             self._sess = runtimes.onnx.session(path)
             self._input, fixed = expect_rgb_input(self._sess, path)
+            self._outputs = [o.name for o in self._sess.get_outputs()]
             if fixed is not None and man.input_size is not None and tuple(fixed) != tuple(man.input_size):
                 raise ModelError(
                     f"{path}: the model takes {fixed[0]}x{fixed[1]} images but the manifest says "
@@ -81,11 +87,18 @@ class SemanticPipeline(Pipeline):
                 f"{len(man.classes)} classes need (1, {len(man.classes)}, H, W)"
             )
 
-    def _run(self, x: np.ndarray) -> list[np.ndarray]:
-        """``(1, 3, H, W)`` float32 -> ``[logits (1, C, H, W)]``, plus boundary logits
-        ``(1, 1, H, W)`` when the model has that second output (pane splitting)."""
+    def _run(self, x: np.ndarray) -> list[Optional[np.ndarray]]:
+        """``(1, 3, H, W)`` float32 -> ``[logits (1, C, H, W), boundary logits (1, 1, H, W)
+        or None, decoder features (1, F, h, w) or None]``: the boundary where the model
+        has that output (pane splitting), the features where it exposes them (embeddings)."""
         if self._sess is not None:
-            return [np.asarray(o) for o in self._sess.run(None, {self._input: x})[:2]]
+            values = self._sess.run(None, {self._input: x})
+            named = dict(zip(self._outputs, values))
+            # the second output, whatever its name, is the boundary map; "features" is not
+            second = values[1] if len(values) > 1 and self._outputs[1] != "features" else None
+            features = named.get("features")
+            return [np.asarray(values[0]), None if second is None else np.asarray(second),
+                    None if features is None else np.asarray(features)]
         import torch
 
         dev = self.runtimes.torch.device
@@ -183,12 +196,58 @@ class SemanticPipeline(Pipeline):
             maps = self._whole_maps(rgb, cancel, progress, thr, p)
             net = NetworkMaps(maps[:n], maps[n] if maps.shape[0] > n else None)
         else:
-            net = self._network_maps(rgb, p, keep_logits=0.0 < thr < 1.0)
+            walk = bool(p["random_walk"])
+            net = self._network_maps(rgb, p, keep_logits=0.0 < thr < 1.0 and not walk)
+            if walk and net.boundary is not None and net.probs is not None:
+                net = NetworkMaps(walk_probabilities(net.probs, net.boundary, self.manifest.classes,
+                                                     self.manifest.background_class),
+                                  net.boundary, features=net.features)
             if progress:
                 progress(1, 1)
-        return lambda: network_maps_to_proposals(
-            net, rgb.shape[:2], self.manifest.classes, self.info, threshold=thr,
-            background=self.manifest.background_class, min_area=int(p["min_area"]),
-            split_panes=bool(p["split_panes"]), boundary_threshold=float(p["boundary_threshold"]),
-            min_seed_area=int(p["min_seed_area"]),
-        )
+
+        def finish() -> list[Proposal]:
+            proposals = network_maps_to_proposals(
+                net, rgb.shape[:2], self.manifest.classes, self.info, threshold=thr,
+                background=self.manifest.background_class, min_area=int(p["min_area"]),
+                split_panes=bool(p["split_panes"]), boundary_threshold=float(p["boundary_threshold"]),
+                min_seed_area=int(p["min_seed_area"]),
+            )
+            attach_embeddings(proposals, rgb, net.features)
+            return proposals
+
+        return finish
+
+
+WALK_STRIDE = 4  # IRNet's grid
+
+
+def walk_probabilities(probs: np.ndarray, boundary: np.ndarray, classes: tuple[str, ...],
+                       background: Optional[str]) -> np.ndarray:
+    """``(C, h, w)`` class probabilities refined by IRNet's random walk (002, Eq. 12-13) over
+    the model's ``(h, w)`` boundary map: on a stride-4 grid (cell means of the
+    probabilities, cell maxima of the boundary, so a thin boundary still cuts), each
+    foreground class's map is propagated 256 steps within what the boundary encloses,
+    then brought back to ``(h, w)``; the background is what the classes leave. Where a
+    proposal's mask is ragged along a frame or a reflection, the walk fills it up to the
+    boundary instead of the threshold's contour."""
+    import cv2
+
+    from inference import random_walk as rw
+
+    c, h, w = probs.shape
+    s = WALK_STRIDE
+    gh, gw = -(-h // s), -(-w // s)
+    pad = np.zeros((c, gh * s, gw * s), np.float32)
+    pad[:, :h, :w] = probs
+    grid = pad.reshape(c, gh, s, gw, s).mean(axis=(2, 4))
+    bnd = rw.pool_to_grid(np.asarray(boundary, np.float32)[None], s)[0]
+    fg = [i for i, name in enumerate(classes) if name != background]
+    walked = rw.propagate(grid[fg], bnd)
+    out = probs.copy()
+    for k, i in enumerate(fg):
+        up = cv2.resize(walked[k], (gw * s, gh * s), interpolation=cv2.INTER_LINEAR)[:h, :w]
+        out[i] = np.clip(up, 0.0, 1.0)
+    bg = [i for i, name in enumerate(classes) if name == background]
+    if bg:
+        out[bg[0]] = np.clip(1.0 - out[fg].sum(0), 0.0, 1.0)
+    return out

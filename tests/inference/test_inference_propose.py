@@ -98,6 +98,12 @@ def test_cli_models_and_propose(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert _cli(["propose", str(proj), "--model", "nothing", *r]) == 2
     err = capsys.readouterr().err
     assert "no model named 'nothing'" in err and "NAME@VERSION" in err
+    # a pipeline parameter for one run; a typo is refused before any image is read
+    assert _cli(["propose", str(proj), "--model", "defects@2", "--device", "cpu", "--param", "nope=1", *r]) == 2
+    assert "has no parameter 'nope'" in capsys.readouterr().err
+    assert _cli(["propose", str(proj), "--model", "defects@2", "--device", "cpu", "--param", "min_area=100000",
+                 *r]) == 1  # broken.jpg skipped again
+    assert "0 proposals on 2 images" in capsys.readouterr().out  # every piece is under the minimum
 
 
 def test_field_path_never_imports_torch(tmp_path: Path) -> None:
@@ -252,3 +258,26 @@ def test_cancel_stops_an_overlapped_run_between_images(tmp_path: Path) -> None:
     # already gone through when Stop came are finished, nothing after
     assert out in (["0.png", "1.png"], ["0.png", "1.png", "2.png"])
     assert summary.images == len(out)
+
+
+def test_proposing_again_leaves_out_what_was_accepted_or_rejected(tmp_path: Path) -> None:
+    """004's de-duplication: after a retraining the project is proposed again; a proposal
+    over an accepted mask, or equal to a rejected one, is not asked about twice."""
+    proj = _project(tmp_path)
+    reg = _registry(tmp_path)
+    with ProjectStore.open(proj) as store:
+        a = store.image_by_path("span1/a.png")
+        assert a is not None
+        propose_project(store, Engine(reg, device="cpu"), images_glob="span1/a.*")
+        first = store.instances(a.id, [InstanceState.PROPOSED])
+        assert len(first) == 2
+        store.set_states([first[0].id], InstanceState.ACCEPTED)
+        store.set_states([first[1].id], InstanceState.REJECTED)
+        summary = propose_project(store, Engine(reg, device="cpu"), images_glob="span1/a.*")
+        assert store.instances(a.id, [InstanceState.PROPOSED]) == []
+        assert summary.proposals == 0
+        row = store.interactions(actions=["propose"])[-1]
+        assert row.details["proposals"] == 0 and row.details["dropped"] == {"duplicates": 1, "repeats": 1}
+        # the other image, with nothing decided, gets its proposals as before
+        summary = propose_project(store, Engine(reg, device="cpu"), images_glob="span1/b.*")
+        assert summary.proposals == 2

@@ -71,6 +71,17 @@ def test_a_worse_version_is_published_but_not_used_and_a_first_one_is(tmp_path: 
     init = again["manifest"]["training"]["init"]
     assert init is not None and init["file"] == str(reg.get("fresh", "1").path / "weights.pt")
     assert init["loaded"] > 100 and init["skipped"] == 0
+    # the version in use is scored as epoch 0 and is a candidate (a run never publishes
+    # something worse on validation than where it started) ...
+    curve = again["manifest"]["training"]["validation_curve"]
+    assert curve[0]["epoch"] == 0 and curve[0]["val_score"] is not None
+    assert again["manifest"]["training"]["best_epoch"] >= 0
+    assert max(c["val_score"] for c in curve) == pytest.approx(curve[again["manifest"]["training"]["best_epoch"]]["val_score"])
+    # ... and batch-norm statistics learnt before are kept, not replaced by a few crops'
+    before = torch.load(reg.get("fresh", "1").path / "weights.pt", map_location="cpu", weights_only=True)
+    after = torch.load(reg.get("fresh", "2").path / "weights.pt", map_location="cpu", weights_only=True)
+    stats = [k for k in before if k.endswith("running_mean") or k.endswith("running_var")]
+    assert len(stats) > 10 and all(torch.equal(before[k], after[k]) for k in stats)
 
 
 def test_the_gate_activates_only_a_better_figure(tmp_path: Path) -> None:

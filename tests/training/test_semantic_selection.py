@@ -138,4 +138,4 @@ def test_published_checkpoint_is_the_best_on_validation(tmp_path, monkeypatch, m
 
         assert man["input_size"] == [384, 384]
         names = [o.name for o in ort.InferenceSession(str(folder / "model.onnx")).get_outputs()]
-        assert names == ["logits", "boundary"]
+        assert names == ["logits", "boundary", "features"]  # features: pooled into embeddings
