@@ -114,6 +114,7 @@ class Assist(QObject):
         self.review_panel.model_chosen.connect(self._model_chosen)
         self.review_panel.workers.valueChanged.connect(lambda n: setattr(self.proposer, "workers", int(n)))
         self.review_panel.cam.params_changed.connect(self._cam_params)
+        self.review_panel.random_walk.toggled.connect(self._random_walk_toggled)
         try:
             root = self.host.registry.root
         except Exception:  # noqa: BLE001 - no registry: training still runs with its default
@@ -156,9 +157,22 @@ class Assist(QObject):
     def _model_chosen(self, name: Optional[str]) -> None:
         self.proposer.model = name
         info = self.review_panel.chosen_info()
-        self.proposer.params = self.review_panel.cam.params() if info is not None and info.task == "cam" else {}
+        self.proposer.params = self._params_for(info)
         if info is not None and info.task in ("semantic", "cam", "instance"):
             self.training_panel.task.setCurrentText(info.task)
+
+    def _params_for(self, info) -> dict:
+        """The pipeline parameters the review panel sets for this model's task."""
+        if info is None:
+            return {}
+        if info.task == "cam":
+            return self.review_panel.cam.params()
+        if info.task == "semantic":
+            return self.review_panel.semantic_params()
+        return {}
+
+    def _random_walk_toggled(self, _on: bool) -> None:
+        self.proposer.params = self._params_for(self.review_panel.chosen_info())
 
     def _cam_params(self, params: dict) -> None:
         self.proposer.params = dict(params)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from desktop.coalesce import Coalesced
@@ -85,6 +85,15 @@ class ReviewPanel(QWidget):
         self.cam = CamControls()
         self.cam.setVisible(False)
         lay.addWidget(self.cam)
+        # IRNet's random walk over a semantic model's boundary output (002): fills what the
+        # network was unsure of up to the pane's frame (glass: per-image IoU 0.894 -> 0.909
+        # on 80 held-out photos, 0.26 instead of 0.10 s a photo); no effect without that output
+        self.random_walk = QCheckBox("Refine along boundaries (random walk)", objectName="review.random_walk")
+        self.random_walk.setToolTip("Spread each class's probabilities within the regions the model's boundary "
+                                    "output encloses (IRNet's random walk) before proposing; needs a model "
+                                    "with a boundary output, such as the shipped glass model")
+        self.random_walk.setVisible(False)
+        lay.addWidget(self.random_walk)
         self._infos: list = []
         self.project_proposed = 0
         self._later = Coalesced(self.refresh, self)  # once per event-loop turn
@@ -121,6 +130,11 @@ class ReviewPanel(QWidget):
         self.cam.setVisible(is_cam)
         if is_cam:  # the model's own post-processing: the CAM trainer picks its threshold on held-out masks
             self.cam.set_params({**CAM_DEFAULTS, **info.manifest.defaults})
+        self.random_walk.setVisible(info is not None and info.task == "semantic")
+
+    def semantic_params(self) -> dict:
+        """The semantic pipeline's parameters the panel sets (only what differs from the model's)."""
+        return {"random_walk": True} if self.random_walk.isChecked() else {}
 
     # ------------------------------------------------------------ queue
     def refresh_totals(self) -> None:

@@ -259,3 +259,17 @@ def test_propose_project_with_worker_processes_stores_what_one_worker_does(qtbot
     win.actions_by_name["action.propose_project"].trigger()
     qtbot.waitUntil(lambda: not win.assist.proposer.busy, timeout=60000)
     assert stored() == with_workers
+
+
+def test_random_walk_switch_reaches_the_pipeline_and_the_log(qtbot, awindow):
+    win = awindow
+    panel = win.assist.review_panel
+    assert panel.random_walk.isVisible()  # a semantic model is chosen
+    assert not panel.cam.isVisible()
+    panel.random_walk.setChecked(True)
+    assert win.assist.proposer.params == {"random_walk": True}
+    propose_here(qtbot, win)
+    row = _row(win, "propose")
+    assert row.details["params"] == {"random_walk": True}
+    panel.random_walk.setChecked(False)
+    assert win.assist.proposer.params == {}
