@@ -91,6 +91,9 @@ def decide_instances(store, decisions: Sequence[tuple[Sequence[int], str, dict]]
 def cmd_review_clusters(args: argparse.Namespace) -> int:
     from annotation.store import ProjectStore, StoreError
 
+    for flag, value in (("--target-size", args.target_size), ("--representatives", args.representatives)):
+        if value is not None and value < 1:
+            raise CommandError(f"{flag} {value}: give a number of proposals, 1 or more")
     accept, reject = _ids(args.accept, "--accept"), _ids(args.reject, "--reject")
     both = set(accept) & set(reject)
     if both:

@@ -102,4 +102,6 @@ def test_list_then_accept_a_cluster_in_one_transaction(tmp_path: Path, capsys: p
     remaining = _listing(root, capsys, "--target-size", "4")
     assert not set(target["members"]) & {m for c in remaining["clusters"] for m in c["members"]}
     assert main(["review-clusters", str(root), "--reject", "999"]) == 2
+    assert main(["review-clusters", str(root), "--target-size", "0"]) == 2
+    assert "1 or more" in capsys.readouterr().err
     assert _states(root) == after
