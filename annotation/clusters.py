@@ -238,13 +238,6 @@ class ClusterReview:
         self._finish_if_done(cluster, out)
         return out
 
-    def undo(self, accept: Sequence[int], reject: Sequence[int], answered: Sequence[int] = ()) -> None:
-        """Forget decisions an undo took back (the proposals come back to review)."""
-        decided = {i: yes for i, yes in self.decided.items() if i not in set(map(int, (*accept, *reject)))}
-        self.sync(decided)
-        for iid in answered:
-            self.answers.pop(int(iid), None)
-
     def sync(self, decided: dict[int, bool]) -> None:
         """Take the decisions as the project holds them now (after an undo or redo, or a
         decision made elsewhere): ``decided`` maps instance id -> accepted / rejected for
@@ -253,10 +246,10 @@ class ClusterReview:
         self.decided = {int(i): bool(y) for i, y in decided.items() if int(i) in known}
         self.answers = {i: y for i, y in self.answers.items() if i in self.decided}
         for cid, c in self.clusters.items():
-            if cid not in self.queue and self.undecided(c) and not self._has_live_child(cid):
+            if cid not in self.queue and self.undecided(c) and not self._was_split(cid):
                 self.queue.insert(0, cid)
 
-    def _has_live_child(self, cid: int) -> bool:
+    def _was_split(self, cid: int) -> bool:
         """Whether the cluster was split (its parts are asked instead of it)."""
         return any(c.parent == cid for c in self.clusters.values())
 

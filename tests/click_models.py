@@ -27,3 +27,17 @@ def disk_click_onnx(path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def without_right_third(full: np.ndarray):
+    """The previous mask of a correction: the truth ``full`` ((H, W) bool) with the right
+    third of its box cut off. Returns ``(truth, previous, missed, cut column)`` as Masks."""
+    from annotation.mask import Mask
+
+    truth = Mask.from_full(full)
+    x0, _y0, x1, _y1 = truth.bbox
+    cut = x0 + 2 * (x1 - x0) // 3
+    kept = full.copy()
+    kept[:, cut:] = False
+    previous = Mask.from_full(kept)
+    return truth, previous, truth.subtract(previous), cut

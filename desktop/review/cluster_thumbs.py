@@ -60,7 +60,8 @@ def make_thumbnails(root: Path, ids: Sequence[int], colours: dict[str, tuple[int
     """instance id -> thumbnail (None where the image cannot be read), grouped by image so
     each file is decoded once. Opens its own connection: it runs in a worker thread."""
     out: dict[int, Optional[np.ndarray]] = {}
-    with ProjectStore.open(root, create=False) as store:
+    # read only, no folder scan: the window's own connection is the one that writes
+    with ProjectStore.open(root, create=False, scan=False, read_only=True) as store:
         by_image: dict[int, list] = {}
         for iid in ids:
             try:

@@ -54,8 +54,9 @@ class ClusterReviewDialog(QDialog):
         self.open_instance = open_instance
         self.review: Optional[ClusterReview] = None
         self.history = QUndoStack(self)
-        self.history.indexChanged.connect(lambda _i: self._resync())
+        self.history.indexChanged.connect(self._history_moved)
         self.thumbs: dict[int, Optional[np.ndarray]] = {}
+        self.scores: dict[int, float] = {}  # read once per clustering: a review does not change them
         self.jobs = JobRunner(self, sync=sync_jobs)
         self.jobs.result.connect(self._thumbs_ready)
         self.jobs.error.connect(lambda _rid, msg: self.status.setText(f"Thumbnails could not be made: {msg}"))
@@ -167,6 +168,7 @@ class ClusterReviewDialog(QDialog):
                                     agreement=self.agreement.value()) if items else None
         self.history.clear()
         self.thumbs.clear()
+        self.scores = {iid: score for iid, _img, _cls, score in self.store.proposal_rows()}
         n = len(self.review.clusters) if self.review else 0
         self.status.setText(f"{len(items)} proposals in {n} clusters" if items else
                             "No proposals wait for review: propose the project first (Ctrl+Shift+P).")
@@ -190,7 +192,7 @@ class ClusterReviewDialog(QDialog):
         order = [m for m in c.representatives if m in pending] + \
                 [m for m in c.members if m not in pending and m not in r.decided] + \
                 [m for m in c.members if m in r.decided]
-        scores = {iid: s for iid, _img, _cls, s in self.store.proposal_rows(c.class_name)}
+        scores = self.scores
         for iid in order:
             mark = "?" if iid in pending else ("✓" if r.decided.get(iid) else "✗" if iid in r.decided else "")
             score = scores.get(iid)
@@ -253,7 +255,7 @@ class ClusterReviewDialog(QDialog):
     def _push(self, out: Outcome, text: str, started: float, *, question: Optional[int], cluster: int) -> None:
         if self.ctx.read_only:
             self.status.setText(f"Nothing can be saved here: {self.ctx.read_only}")
-            self._resync()
+            self._resync([*out.accept, *out.reject])
             return
         images = self.store.images_of([*out.accept, *out.reject])
         now = time.time()
@@ -271,7 +273,7 @@ class ClusterReviewDialog(QDialog):
                 decisions.append((iid, images[iid], state, action, started if asked else now, details))
         if decisions:
             cmd = ClusterDecisionCommand(self.ctx.session, decisions, text)
-            self.history.push(cmd)
+            self.history.push(cmd)  # its ids are re-synced by _history_moved
             if cmd.failed:
                 self.status.setText(f"Not saved: {text}. Nothing of it was kept; see the status bar.")
         self._shown_at = time.time()
@@ -283,19 +285,43 @@ class ClusterReviewDialog(QDialog):
             said.append(f"their answer went to {rest} more")
         if said:
             self.status.setText("; ".join(said))
-        self._resync()
+        if not decisions:
+            self._resync([*out.accept, *out.reject])
 
-    def _resync(self) -> None:
-        """Take the decisions as the project holds them (after an undo, a redo, a failed
-        save, or a decision made in the editor), then show the next question."""
+    def _history_moved(self, index: int) -> None:
+        """A push, undo or redo: re-read the proposals of the commands beside the new index
+        (the one just done or undone), not the whole review."""
+        ids: list[int] = []
+        for i in (index - 1, index):
+            cmd = self.history.command(i) if 0 <= i < self.history.count() else None
+            if isinstance(cmd, ClusterDecisionCommand):
+                ids.extend(d[0] for d in cmd.decisions)
+        self._resync(ids)
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        # back in this window: the editor may have decided some of these proposals meanwhile
+        if event.type() == QEvent.Type.ActivationChange and self.isActiveWindow():
+            self._resync()
+        super().changeEvent(event)
+
+    def _resync(self, ids: Optional[list[int]] = None) -> None:
+        """Take the decisions on ``ids`` (None: every proposal of the review) as the project
+        holds them (after an undo, a redo, a failed save, or a decision made in the
+        editor), then show the next question."""
         if self.review is None:
             return
-        ids = [m for c in self.review.clusters.values() for m in c.members]
+        if ids is None:
+            ids = [m for c in self.review.clusters.values() for m in c.members]
         states = self.store.states_of(ids)
-        decided = {iid: s == InstanceState.ACCEPTED.value for iid, s in states.items()
-                   if s != InstanceState.PROPOSED.value}
-        # a proposal deleted meanwhile (a new run replaced it) is gone: nothing to ask
-        decided.update({iid: False for iid in ids if iid not in states})
+        decided = dict(self.review.decided)
+        for iid in ids:
+            state = states.get(iid)
+            if state is None:  # deleted meanwhile (a new run replaced it): nothing to ask
+                decided[iid] = False
+            elif state == InstanceState.PROPOSED.value:
+                decided.pop(iid, None)
+            else:
+                decided[iid] = state == InstanceState.ACCEPTED.value
         self.review.sync(decided)
         self._show()
 

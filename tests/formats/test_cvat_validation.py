@@ -61,7 +61,7 @@ def _refused(path: Path, *needles: str) -> str:
 def test_polygon_with_bad_points_is_refused_naming_it(tmp_path, attr, value, needles):
     root = _fixture()
     _image(root, "img1.jpg").find("polygon").set(attr, value)
-    _refused(_write(root, tmp_path / "a.xml"), *needles)
+    assert _refused(_write(root, tmp_path / "a.xml"), *needles)
 
 
 @pytest.mark.parametrize(
@@ -76,14 +76,14 @@ def test_polygon_with_bad_points_is_refused_naming_it(tmp_path, attr, value, nee
 def test_box_with_a_huge_or_infinite_corner_is_refused(tmp_path, value, needle):
     root = _fixture()
     _image(root, "img0.jpg").find("box").set("xbr", value)
-    _refused(_write(root, tmp_path / "a.xml"), needle, "export it again from CVAT")
+    assert _refused(_write(root, tmp_path / "a.xml"), needle, "export it again from CVAT")
 
 
 @pytest.mark.parametrize("value, needle", [("1e30", "not an angle"), ("nan", "not a finite number")])
 def test_box_with_an_absurd_rotation_is_refused(tmp_path, value, needle):
     root = _fixture()
     _image(root, "img0.jpg").find("box").set("rotation", value)
-    _refused(_write(root, tmp_path / "a.xml"), "box 1, rotation", needle)
+    assert _refused(_write(root, tmp_path / "a.xml"), "box 1, rotation", needle)
 
 
 def test_image_over_the_pixel_limit_is_refused_before_anything_is_allocated(tmp_path, monkeypatch):
@@ -103,7 +103,7 @@ def test_image_over_the_pixel_limit_is_refused_before_anything_is_allocated(tmp_
     # the limit is the one in force: a smaller one refuses the real 10 x 10 image too
     monkeypatch.undo()
     monkeypatch.setenv("SPECULA_MAX_PIXELS", "99")
-    _refused(need_data(FIXTURE) / "train.xml",
+    assert _refused(need_data(FIXTURE) / "train.xml",
              "image 'img1.jpg' (id 1): size 10 x 10 = 100 pixels is over the limit of 99")
 
 
@@ -116,7 +116,7 @@ def test_image_with_a_size_that_is_not_a_whole_number_is_refused(tmp_path, size,
     im = _image(root, "img0.jpg")
     im.set("width", size[0])
     im.set("height", size[1])
-    _refused(_write(root, tmp_path / "a.xml"), f"image 'img0.jpg' (id 0), {needle}")
+    assert _refused(_write(root, tmp_path / "a.xml"), f"image 'img0.jpg' (id 0), {needle}")
 
 
 def _brush(root: ET.Element, **attrs: str) -> None:
@@ -144,7 +144,7 @@ def _brush(root: ET.Element, **attrs: str) -> None:
 def test_brush_mask_with_bad_box_or_runs_is_refused_before_decoding(tmp_path, attrs, needle):
     root = _fixture()
     _brush(root, **attrs)
-    _refused(_write(root, tmp_path / "a.xml"), f"image 'img0.jpg' (id 0), {needle}")
+    assert _refused(_write(root, tmp_path / "a.xml"), f"image 'img0.jpg' (id 0), {needle}")
 
 
 def test_brush_mask_runs_must_fill_their_box_and_huge_runs_do_not_overflow(tmp_path):
@@ -194,7 +194,7 @@ def test_image_name_over_255_characters_is_refused_naming_it(tmp_path):
 def test_control_characters_in_names_and_attributes_are_refused(tmp_path, where, mutate, needle):
     root = _fixture()
     mutate(root)
-    _refused(_write(root, tmp_path / "a.xml"), needle, "rename it in CVAT")
+    assert _refused(_write(root, tmp_path / "a.xml"), needle, "rename it in CVAT")
 
 
 @pytest.mark.parametrize(
@@ -207,7 +207,7 @@ def test_labels_the_palette_would_refuse_are_refused_at_import(project, tmp_path
     root = _fixture()
     _image(root, "img0.jpg").find("box").set("label", label)
     bad = _write(root, tmp_path / "a.xml")
-    _refused(bad, "image 'img0.jpg' (id 0), box 1, label: ", needle)
+    assert _refused(bad, "image 'img0.jpg' (id 0), box 1, label: ", needle)
     with pytest.raises(FormatError):
         import_into_project(project, "cvat", bad)
     assert project.instances() == [] and label not in project.palette
@@ -219,11 +219,11 @@ def test_polygon_outlines_too_long_for_pycocotools_and_huge_texts_are_refused(tm
     im.set("width", "10000")
     im.set("height", "10000")
     im.find("polygon").set("points", ";".join(["0,0;19000,19000"] * 200))  # in span, but 7.6 M pixels of outline
-    _refused(_write(root, tmp_path / "a.xml"),
+    assert _refused(_write(root, tmp_path / "a.xml"),
              "image 'img1.jpg' (id 1), polygon 1, points: an outline of 7600000 pixels")
     root = _fixture()
     _image(root, "img0.jpg").find("box/attribute").text = "t" * 20_000
-    _refused(_write(root, tmp_path / "b.xml"), "box 1, attribute 'a1' value: 20000 characters of text (at most 10000)")
+    assert _refused(_write(root, tmp_path / "b.xml"), "box 1, attribute 'a1' value: 20000 characters of text (at most 10000)")
 
 
 def test_skipped_images_and_shapes_are_counted_for_the_exit_code(tmp_path):
@@ -242,7 +242,7 @@ def test_nul_and_surrogate_references_are_one_line_refusals(tmp_path, ref):
     text = (need_data(FIXTURE) / "train.xml").read_text().replace('label="label1"', f'label="label{ref}1"', 1)
     p = tmp_path / "a.xml"
     p.write_text(text)
-    _refused(p, "not well-formed XML")
+    assert _refused(p, "not well-formed XML")
 
 
 @pytest.mark.parametrize("bad", ["gl\x00ass", "gl\ud800ass", "gl\nass"], ids=["nul", "surrogate", "newline"])

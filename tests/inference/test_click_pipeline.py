@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from annotation.mask import Mask
+from click_models import without_right_third
 from inference.pipelines.prompt_choice import ClickRefinePromptSession
 from inference.pipelines.clicks import (
     ClickSession,
@@ -346,13 +347,7 @@ def test_the_shipped_model_loads_from_the_registry_and_follows_a_click_into_a_mi
     session = ClickSession.from_info(info)
     path, full = held_out_gdd_pane(manifest)
     session.set_image(load_image(path).rgb)
-    truth = Mask.from_full(full)
-    x0, y0, x1, y1 = truth.bbox
-    cut = x0 + 2 * (x1 - x0) // 3
-    kept = full.copy()
-    kept[:, cut:] = False
-    previous = Mask.from_full(kept)
-    missed = truth.subtract(previous)
+    truth, previous, missed, cut = without_right_third(full)
     click = next_click(previous, truth)
     assert click.positive and previous.intersection_area(missed) == 0
     refined = session.predict([[click.x, click.y]], previous_mask=previous)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from click_models import without_right_third
 from training_helpers import build_project, data_root, need_set
 
 torch = pytest.importorskip("torch")
@@ -125,12 +126,7 @@ def test_a_small_model_trained_here_follows_a_click_into_a_missed_region(tmp_pat
 
     session.set_image(read_rgb(path))
     # the previous mask: the truth without its right third
-    x0, y0, x1, y1 = truth.bbox
-    cut = x0 + 2 * (x1 - x0) // 3
-    kept = full.copy()
-    kept[:, cut:] = False
-    previous = Mask.from_full(kept)
-    missed = truth.subtract(previous)
+    truth, previous, missed, cut = without_right_third(full)
     click = next_click(previous, truth)
     assert click.positive and click.x >= cut
     refined = session.predict([[click.x, click.y]], previous_mask=previous)
