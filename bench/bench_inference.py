@@ -246,11 +246,15 @@ def main() -> int:
     ap.add_argument("--photos", type=int, default=20, help="real photos per shipped model")
     ap.add_argument("--ref-repeats", type=int, default=3, help="pairs per photo against the reference path")
     ap.add_argument("--runs", type=int, default=3, help="project runs each way")
+    ap.add_argument("--overhead-only", action="store_true",
+                    help="stop after the shipped models' overhead (no project runs, no tiny model)")
     args = ap.parse_args()
     shipped = Engine(Registry.default(), device=args.device)
     print(shipped.device_report)
     for name in args.shipped:
         shipped_overhead(shipped, name, args)
+    if args.overhead_only:
+        return 0
     for name in args.shipped:
         project_throughput(shipped, name, args)
     with tempfile.TemporaryDirectory() as tmp:

@@ -316,7 +316,25 @@ def split_regions_with_seeds(
     """``split_regions``, also returning the seeds: ``(labels, seeds, n_seeds)``, ``seeds``
     an ``(H, W)`` int32 image of seed labels ``1 .. n_seeds`` (0 elsewhere). A pane of a
     split component has its seed's label; a component kept whole has a label above
-    ``n_seeds``."""
+    ``n_seeds``.
+
+    The work is done in the mask's bounding box (every seed and every pixel that joins
+    one lies there; a pane of glass seldom fills the photo), and the results are put
+    back at full size."""
+    full = mask.shape
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8))
+    if w == 0 or h == 0:
+        return None
+    if (h, w) != full:
+        split = split_regions_with_seeds(mask[y : y + h, x : x + w], cut[y : y + h, x : x + w], min_seed_area)
+        if split is None:
+            return None
+        labels, seeds, n_seeds = split
+        out_labels = np.zeros(full, np.int32)
+        out_seeds = np.zeros(full, np.int32)
+        out_labels[y : y + h, x : x + w] = labels
+        out_seeds[y : y + h, x : x + w] = seeds
+        return out_labels, out_seeds, n_seeds
     core = (mask & ~cut).astype(np.uint8)
     # areas by bincount: OpenCV's statistics pass costs ten times its labelling
     n, seeds = cv2.connectedComponents(core, connectivity=4)

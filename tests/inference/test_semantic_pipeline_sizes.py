@@ -183,3 +183,46 @@ def test_split_regions_keeps_a_component_without_two_seeds_whole() -> None:
     assert set(np.unique(labels[20:180, 20:120])).isdisjoint(np.unique(labels[20:180, 180:280]))
     assert np.array_equal(labels > 0, mask)
     assert split_regions(mask, np.zeros_like(mask), 100) is None  # one seed per component: nothing to split
+
+
+def test_split_regions_work_in_the_masks_box_and_give_the_same_panes_anywhere() -> None:
+    """The split is done in the mask's bounding box: the same mask placed in a corner of a
+    larger map gets the same panes, seeds and count, only shifted."""
+    from inference.pipelines.base import split_regions_with_seeds
+
+    mask = np.zeros((120, 160), bool)
+    mask[10:110, 10:70] = True
+    mask[10:110, 90:150] = True
+    mask[55:65, 60:100] = True   # a bridge: one 8-connected component with two panes
+    cut = np.zeros_like(mask)
+    cut[50:70, :] = True
+    tight = split_regions_with_seeds(mask, cut, 200)
+    big_mask = np.zeros((400, 500), bool)
+    big_cut = np.zeros_like(big_mask)
+    big_mask[250:370, 300:460] = mask
+    big_cut[250:370, 300:460] = cut
+    placed = split_regions_with_seeds(big_mask, big_cut, 200)
+    assert tight is not None and placed is not None
+    assert placed[2] == tight[2] >= 2
+    for small, big in zip(tight[:2], placed[:2]):
+        assert big.shape == (400, 500) and big.dtype == np.int32
+        assert np.array_equal(big[250:370, 300:460], small)
+        assert not big[:250].any() and not big[:, :300].any()
+    assert split_regions_with_seeds(np.zeros((50, 50), bool), np.zeros((50, 50), bool), 10) is None
+
+
+@pytest.mark.parametrize("n_labels", [1, 3, 9, 14])
+def test_label_boxes_of_few_and_many_labels_are_each_labels_box(n_labels: int) -> None:
+    from inference.pipelines.postprocess import _label_boxes
+
+    rng = np.random.default_rng(n_labels)
+    labels = np.zeros((90, 130), np.int32)
+    for k in range(1, n_labels):
+        y, x = rng.integers(0, 80), rng.integers(0, 120)
+        labels[y : y + rng.integers(1, 10), x : x + rng.integers(1, 10)] = k
+    boxes = _label_boxes(labels, n_labels)
+    assert boxes.shape == (n_labels, 4)
+    for k in range(1, n_labels):
+        ys, xs = np.nonzero(labels == k)
+        want = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1) if len(ys) else (0, 0, 0, 0)
+        assert tuple(boxes[k]) == want
