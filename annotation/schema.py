@@ -10,7 +10,7 @@ from typing import Callable
 
 from annotation.document import InstanceState
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # the states counted per image, in the order of the image columns n_<state>
 COUNTED_STATES = tuple(s.value for s in InstanceState)
 
@@ -124,5 +124,14 @@ def _migrate_5(db: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_6(db: sqlite3.Connection) -> None:
+    # the log by instance: accepting a proposal asks whether its mask was edited (edits
+    # net of their undos, ``annotation.versions``), a 10 ms scan of a 200 000-row log
+    # without this index, 0.6 ms with it
+    db.execute("CREATE INDEX interactions_by_instance ON interactions(instance_id)")
+
+
 # index i migrates schema version i to i + 1
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _migrate_1, _migrate_2, _migrate_3, _migrate_4, _migrate_5, _migrate_6,
+]

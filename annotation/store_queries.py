@@ -184,3 +184,40 @@ class ProjectQueries:
             (json.dumps([int(i) for i in ids]),),
         )
         return {int(i): int(m) for i, m in rows}
+
+    # ------------------------------------------------------------ outcomes per model version
+    def origin_state_counts(self) -> list[tuple[str, str, int, float]]:
+        """(origin, state, instances, earliest created) for every origin and state present."""
+        rows = self._db.execute(
+            "SELECT origin, state, COUNT(*), MIN(created) FROM instances GROUP BY origin, state ORDER BY origin, state"
+        )
+        return [(str(o), str(s), int(n), float(t)) for o, s, n, t in rows]
+
+    # a mask edit, its redo: +1; its undo: -1 (the undo and redo rows name the action in "of")
+    _NET_EDITS = (
+        "SELECT instance_id, SUM(CASE WHEN action IN (SELECT value FROM json_each(?1)) THEN 1"
+        " WHEN action = 'redo' THEN 1 ELSE -1 END) AS net FROM interactions {indexed}"
+        " WHERE {which} AND (action IN (SELECT value FROM json_each(?1)) OR"
+        " (action IN ('undo', 'redo') AND json_valid(details) AND"
+        " json_extract(details, '$.of') IN (SELECT value FROM json_each(?1))))"
+        " GROUP BY instance_id"
+    )
+
+    def net_mask_edits(self, instance_ids: Iterable[int], actions: Iterable[str]) -> dict[int, int]:
+        """instance id -> its mask edits still in effect (log rows whose action is one of
+        ``actions`` and their redos count one each, their undos minus one), for those of
+        ``instance_ids`` with any such row."""
+        sql = self._NET_EDITS.format(indexed="", which="instance_id IN (SELECT value FROM json_each(?2))")
+        rows = self._db.execute(sql, (json.dumps(sorted(set(actions))), json.dumps([int(i) for i in instance_ids])))
+        return {int(i): int(n) for i, n in rows}
+
+    def edited_accepted_by_origin(self, actions: Iterable[str]) -> dict[str, int]:
+        """origin -> accepted instances with a mask edit still in effect (``net_mask_edits``)."""
+        # the whole log: one scan (the index by instance would make it three times slower)
+        inner = self._NET_EDITS.format(indexed="NOT INDEXED", which="instance_id IS NOT NULL")
+        rows = self._db.execute(
+            f"SELECT i.origin, COUNT(*) FROM ({inner}) AS e JOIN instances AS i ON i.id = e.instance_id"
+            " WHERE e.net > 0 AND i.state = ?2 GROUP BY i.origin",
+            (json.dumps(sorted(set(actions))), InstanceState.ACCEPTED.value),
+        )
+        return {str(o): int(n) for o, n in rows}

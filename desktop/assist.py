@@ -119,7 +119,8 @@ class Assist(QObject):
             root = self.host.registry.root
         except Exception:  # noqa: BLE001 - no registry: training still runs with its default
             root = None
-        self.training_panel = TrainingPanel(ctx.store, actions["action.train"], root)
+        self.training_panel = TrainingPanel(ctx.store, actions["action.train"], root,
+                                            registry_of=lambda: self.host.registry)
         self.training_panel.model_for_task = self._model_for_task
         self.training_panel.published.connect(self._published)
         self.training_panel.repropose.connect(lambda paths: self.proposer.propose_images(paths))
@@ -127,6 +128,7 @@ class Assist(QObject):
         # counted after the command that accepted finishes (a retrain may start from here)
         ctx.session.image_updated.connect(lambda _i: QTimer.singleShot(0, self._after_edit))
         self.proposer.image_stored.connect(lambda _i: self.review_panel.refresh_totals())
+        self.proposer.image_stored.connect(lambda _i: self.training_panel.versions.request_refresh())
         self.refresh_models()
         self.timer.start()
         return [("Review", self.review_panel, Qt.DockWidgetArea.RightDockWidgetArea),

@@ -23,6 +23,7 @@ from PySide6.QtGui import QUndoCommand
 from annotation.delta import MaskDelta
 from annotation.document import Instance
 from annotation.store import StoreError
+from annotation.versions import MASK_EDIT_ACTIONS
 from desktop.session import EditingSession
 
 
@@ -102,6 +103,8 @@ class MaskEditCommand(LoggedCommand):
 
     def __init__(self, session: EditingSession, instance_id: int, delta: MaskDelta, action: str, *,
                  started: Optional[float] = None, **details):
+        if action not in MASK_EDIT_ACTIONS:  # the per-version outcomes count edits by these names
+            raise ValueError(f"{action!r} is not one of annotation.versions.MASK_EDIT_ACTIONS")
         details = {"tool": action, "area_change": delta.area_change, "box": list(delta.box), **details}
         super().__init__(session, action, action.replace("_", " "), started, details)
         self.instance_id = instance_id

@@ -7,9 +7,10 @@ from typing import Optional
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                               QSpinBox, QToolButton, QVBoxLayout, QWidget)
+                               QSpinBox, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from desktop.panels.curves import CurvesWidget
+from desktop.panels.versions_table import VersionsTable
 from desktop.training_process import TrainingProcess, runs_dir_of, train_command
 
 TASKS = ("semantic", "cam", "instance")
@@ -30,7 +31,7 @@ class TrainingPanel(QWidget):
     repropose = Signal(list)  # image paths to propose again
     message = Signal(str)
 
-    def __init__(self, store, train_action, registry_root=None, parent=None):
+    def __init__(self, store, train_action, registry_root=None, parent=None, registry_of=None):
         super().__init__(parent)
         self.setObjectName("training")
         self.store = store
@@ -90,7 +91,15 @@ class TrainingPanel(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.status)
         self.curves = CurvesWidget()
-        lay.addWidget(self.curves, 1)
+        # registry_of: the registry the running engine reads (None until it is made)
+        self.versions = VersionsTable(store, registry_of or (lambda: None))
+        # one space for both, so the panel fits a 720-pixel laptop screen
+        self.views = QTabWidget(objectName="training.views")
+        self.views.addTab(self.curves, "Curves")
+        self.views.addTab(self.versions, "By model version")
+        self.views.setTabToolTip(1, "What each model version's proposals became: accepted as proposed, "
+                                    "edited, rejected, waiting")
+        lay.addWidget(self.views, 1)
         self.repropose_button = QPushButton(objectName="training.repropose")
         self.repropose_button.setVisible(False)
         self.repropose_button.clicked.connect(self._repropose)
@@ -120,6 +129,8 @@ class TrainingPanel(QWidget):
         n, limit = self.new_accepted(), self.retrain_after.value()
         self.new_labels.setText(f"{n} new accepted label{'' if n == 1 else 's'} since the last training "
                                 f"(retrain at {limit})")
+        if not on_open:
+            self.versions.request_refresh()
         due = n >= limit and not self.proc.running and not self.store.read_only
         self.offer.setText(f"Retrain now ({n} new label{'' if n == 1 else 's'})")
         self.offer.setVisible(due)
@@ -146,6 +157,7 @@ class TrainingPanel(QWidget):
         self._n_epochs = epochs
         self.last_published, self.last_gate = None, None
         self.curves.clear()
+        self.views.setCurrentWidget(self.curves)
         self.progress.setValue(0)
         self.status.setStyleSheet("")
         self.status.setText(f"Starting {task} training ({epochs} epochs)…")
@@ -196,6 +208,7 @@ class TrainingPanel(QWidget):
                 self.status.setText(f"Published {name}@{version}, not used: {why}. "
                                     f"To use it anyway: specula models activate {name} {version}")
             self.published.emit(*self.last_published)
+            self.versions.request_refresh()  # the new version's validation IoU and "in use"
         elif kind == "error":
             self.status.setText(f"Training error: {ev.get('message')}")
 

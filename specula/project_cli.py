@@ -51,6 +51,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stats", help="images, instances per class, class co-occurrence, duplicates")
     p.add_argument("project")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--versions", action="store_true",
+                   help="per model version: proposals accepted as proposed, edited, rejected, waiting, "
+                        "and the version's validation IoU")
     p.set_defaults(handler=cmd_stats)
 
 
@@ -275,11 +278,32 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     store = _open_store(args.project, create=False)
     try:
+        if args.versions:
+            return _print_versions(store, args.json)
         _scan_for_reading(store)
         stats = project_stats(store)
     finally:
         store.close()
     print(json.dumps(stats, indent=2) if args.json else _printable_lines(format_stats(stats)))
+    return EXIT_OK
+
+
+def _print_versions(store: Any, as_json: bool) -> int:
+    """``specula stats --versions``: what became of each model version's proposals."""
+    import json
+    from dataclasses import asdict
+
+    from annotation.versions import format_outcomes, version_outcomes
+    from inference.registry import Registry
+    from inference.version_figures import fill_from_registry
+
+    rows = fill_from_registry(version_outcomes(store), Registry.default())
+    if as_json:
+        print(json.dumps([{**asdict(r), "accepted": r.accepted, "acceptance": r.acceptance} for r in rows], indent=2))
+    elif not rows:
+        print("no instances yet: propose with `specula propose`, or draw in the editor")
+    else:
+        print(_printable_lines(format_outcomes(rows)))
     return EXIT_OK
 
 

@@ -66,7 +66,7 @@ def test_a_version_4_project_gains_the_embeddings_table(tmp_path):
     db.execute("COMMIT")
     db.close()
     with ProjectStore.open(root) as store:
-        assert store.schema_version == 5
+        assert store.schema_version >= 5  # and on to the newest
         assert store.embeddings() == {}
 
 

@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Optional
 from PySide6.QtCore import QObject, Signal
 
 from annotation.document import InstanceState
+from annotation.versions import MASK_EDIT_ACTIONS
 from desktop.review.commands import DecisionCommand
 
 
@@ -115,14 +116,27 @@ class ReviewController(QObject):
             return 0
         now = time.time()
         decisions = []
+        edited = self._edited(ids)
         for iid in ids:
-            n = self.edits.get(iid, 0)
+            n = edited.get(iid, 0)
             action = "modify_accept" if n else "accept"
             started = self.started(iid)
             details = {"edits": n, "edit_duration": round(now - started, 3)} if n else {}
             decisions.append((iid, action, started, details))
         self._decide(decisions, InstanceState.ACCEPTED, advance)
         return len(ids)
+
+    def _edited(self, ids: list[int]) -> dict[int, int]:
+        """instance id -> mask edits still in effect, for those of ``ids`` that have any.
+
+        Read from the log (edits net of their undos, the count the per-version outcomes
+        use): counting the canvas's change signals would take an undone stroke, which
+        changes the mask too, for a second edit."""
+        try:
+            net = self.session.store.net_mask_edits(ids, MASK_EDIT_ACTIONS)
+        except Exception:  # noqa: BLE001 - a log that cannot be read: what this window saw
+            return {i: n for i in ids if (n := self.edits.get(i, 0))}
+        return {i: n for i, n in net.items() if n > 0}
 
     def reject(self, ids: Optional[Iterable[int]] = None, *, advance: bool = True) -> int:
         ids = self._targets() if ids is None else list(ids)
@@ -150,9 +164,10 @@ class ReviewController(QObject):
             self.canvas.message(f"No proposal scores {threshold:.2f} or more")
             return 0
         now = time.time()
-        decisions = [(i, "modify_accept" if self.edits.get(i) else "accept", self.started(i),
-                      {"bulk": True, "threshold": threshold, "edits": self.edits.get(i, 0),
-                       "edit_duration": round(now - self.started(i), 3)} if self.edits.get(i)
+        edited = self._edited(ids)
+        decisions = [(i, "modify_accept" if edited.get(i) else "accept", self.started(i),
+                      {"bulk": True, "threshold": threshold, "edits": edited[i],
+                       "edit_duration": round(now - self.started(i), 3)} if edited.get(i)
                       else {"bulk": True, "threshold": threshold}) for i in ids]
         self._decide(decisions, InstanceState.ACCEPTED, advance=False)
         self.canvas.message(f"Accepted {len(ids)} proposals scoring {threshold:.2f} or more")
