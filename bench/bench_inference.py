@@ -201,6 +201,66 @@ def shipped_overhead(engine: Engine, name: str, args: argparse.Namespace) -> Non
     if ref_wall:
         print(f"  the reference path (full_resolution=True), wall: {spread(ref_wall)} "
               f"({args.ref_repeats} pairs per photo)")
+    if getattr(pipe, "task", "") == "semantic":
+        overhead_stages(pipe, photos, statistics.median(bare_ms))
+
+
+def overhead_stages(pipe, photos: list[str], bare_ms: float) -> None:  # type: ignore[no-untyped-def]
+    """Where a semantic pipeline's overhead goes, each stage timed alone on the same photos
+    (median ms per photo, and as a share of the bare run): preparing the input (resize or
+    padding, normalisation, the mirrored copy), activation and averaging of the passes
+    (``semantic_network_maps`` without its network: the session's outputs are replayed),
+    post-processing into proposals, embeddings."""
+    from inference.embedding import attach_embeddings
+    from inference.pipelines.base import normalize_with, pad_to_multiple, resize_image, semantic_network_maps
+    from inference.pipelines.postprocess import network_maps_to_proposals
+
+    man, p = pipe.manifest, pipe.params()
+    thr = float(p["threshold"])
+    stages: dict[str, list[float]] = {"input": [], "activation": [], "post-processing": [], "embeddings": []}
+    for key in photos:
+        rgb = read_rgb(data_root() / key)
+        outputs: list = []
+
+        def record(x, run=pipe._run):  # type: ignore[no-untyped-def]
+            outputs.append(run(x))
+            return outputs[-1]
+
+        calls: list = []  # the session's outputs, handed back in order
+
+        def replay(x):  # type: ignore[no-untyped-def]
+            return calls.pop(0)
+
+        semantic_network_maps(rgb, record, input_size=pipe._fixed, mean=man.mean, std=man.std,  # type: ignore[attr-defined]
+                              activation=man.output_activation, flip=bool(p["flip_tta"]),
+                              pad_multiple=int(p["pad_multiple"]), keep_logits=0.0 < thr < 1.0)
+        for _ in range(5):
+            t = time.perf_counter()
+            src = resize_image(rgb, tuple(pipe._fixed)) if pipe._fixed else pad_to_multiple(rgb, int(p["pad_multiple"]))  # type: ignore[attr-defined]
+            x = normalize_with(src, man.mean, man.std)
+            if p["flip_tta"]:
+                np.ascontiguousarray(x[:, :, :, ::-1])
+            t1 = time.perf_counter()
+            calls[:] = outputs
+            net = semantic_network_maps(rgb, replay, input_size=pipe._fixed, mean=man.mean, std=man.std,  # type: ignore[attr-defined]
+                                        activation=man.output_activation, flip=bool(p["flip_tta"]),
+                                        pad_multiple=int(p["pad_multiple"]), keep_logits=0.0 < thr < 1.0)
+            t2 = time.perf_counter()
+            props = network_maps_to_proposals(
+                net, rgb.shape[:2], man.classes, pipe.info, threshold=thr, background=man.background_class,
+                min_area=int(p["min_area"]), split_panes=bool(p["split_panes"]),
+                boundary_threshold=float(p["boundary_threshold"]), min_seed_area=int(p["min_seed_area"]))
+            t3 = time.perf_counter()
+            attach_embeddings(props, rgb, net.features)
+            t4 = time.perf_counter()
+            # the replayed call repeats the input preparation: activation is what it adds
+            stages["input"].append(t1 - t)
+            stages["activation"].append(max(0.0, (t2 - t1) - (t1 - t)))
+            stages["post-processing"].append(t3 - t2)
+            stages["embeddings"].append(t4 - t3)
+    parts = ", ".join(f"{k} {1000 * statistics.median(v):.1f} ms ({100 * statistics.median(v) * 1000 / bare_ms:.1f} %)"
+                      for k, v in stages.items())
+    print(f"  where it goes, each stage alone (median per photo; share of the bare run): {parts}")
 
 
 def timed2(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
