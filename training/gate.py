@@ -10,8 +10,9 @@ a file that no longer loads), is activated, and the record says why.
 
 Fine-tuning starts from the version in use: ``init_from_active`` finds its PyTorch
 weights (``weights.pt``, a plain state dict saved beside the ONNX model and read back
-with ``torch.load(weights_only=True)``), so a few new labels refine the model instead of
-restarting from ImageNet.
+with ``torch.load(weights_only=True)``; for a version without one, such as a shipped
+model, its ONNX file, from which ``training.onnx_weights`` recovers them), so a few new
+labels refine the model instead of restarting from ImageNet.
 """
 from __future__ import annotations
 
@@ -109,11 +110,30 @@ def save_weights(model, folder: Path) -> Path:
     return path
 
 
-def init_from_active(registry_root: Optional[Path], name: str, task: str) -> Optional[Path]:
-    """The weights to fine-tune from: the version in use of ``name`` when it is of ``task``
-    and kept its PyTorch weights; None otherwise (start from ImageNet)."""
+def init_from_active(registry_root: Optional[Path], name: str, task: str):
+    """The version to fine-tune from: the ``ModelInfo`` in use of ``name`` when it is of
+    ``task`` and has weights to start from (its PyTorch ``weights.pt``, or for a semantic
+    model its ONNX file, from which ``training.onnx_weights`` recovers them: the shipped
+    models carry only ONNX); None otherwise (start from ImageNet)."""
     current = active_version(registry_root, name)
     if current is None or current.task != task:
         return None
-    path = Path(current.path) / WEIGHTS_FILE
-    return path if path.is_file() else None
+    if (Path(current.path) / WEIGHTS_FILE).is_file() or (task == "semantic" and current.has("model.onnx")):
+        return current
+    return None
+
+
+def has_boundary_head(info) -> bool:
+    """Whether a registered semantic version has the pane-splitting head (its ONNX graph's
+    ``boundary`` output, or ``boundary.weight`` in its kept PyTorch weights)."""
+    try:
+        if info.has(WEIGHTS_FILE):
+            from training.common import load_init_weights
+
+            return "boundary.weight" in load_init_weights(info.file(WEIGHTS_FILE))
+        import onnx
+
+        graph = onnx.load(str(info.file("model.onnx")), load_external_data=False).graph
+        return any(o.name == "boundary" for o in graph.output)
+    except Exception:  # noqa: BLE001 - unreadable: the recovery or the load says why, later
+        return False

@@ -49,7 +49,7 @@ from training.common import (
 from training.datasets import IGNORE, ImageLabels, ProjectData, load_project, read_rgb, split_by_image, split_three
 from training.encoders.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD, WEIGHTS_SOURCE
 from training.metrics_util import SegmentationMetrics
-from training.gate import init_from_active
+from training.gate import WEIGHTS_FILE, has_boundary_head, init_from_active
 
 FINE_TUNE_LR = 1e-4  # learning rate when a run starts from the model version in use
 
@@ -425,9 +425,19 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
     if not train:
         train = val
     classes = list(data.classes)
-    native = bool(opts.extra.get("native", False))
-    with_boundary = bool(opts.extra.get("boundary", False))
-    net_size: Optional[tuple[int, int]] = None if native else tuple(opts.input_size or DEFAULT_INPUT)  # type: ignore[assignment]
+    base = None
+    if opts.init is None and not opts.extra.get("from_scratch") and not opts.extra.get("write_local"):
+        # fine-tune the version in use: a few new labels refine it instead of restarting
+        base = init_from_active(opts.registry, model_name(opts, data), "semantic")
+        if base is not None and len(base.manifest.classes) != 1 + len(classes):
+            reporter.emit("init", path=str(base.path), loaded=0, skipped=0,
+                          note=f"{base.name}@{base.version} has other classes: starting from ImageNet")
+            base = None
+    # a fine-tuned version keeps what it was (input size, heads) unless asked otherwise
+    native = bool(opts.extra.get("native", base is not None and base.manifest.input_size is None))
+    with_boundary = bool(opts.extra.get("boundary", False)) or (base is not None and has_boundary_head(base))
+    base_size = None if base is None or base.manifest.input_size is None else tuple(base.manifest.input_size)
+    net_size: Optional[tuple[int, int]] = None if native else tuple(opts.input_size or base_size or DEFAULT_INPUT)  # type: ignore[assignment]
     crop = tuple(opts.extra.get("crop") or opts.input_size or DEFAULT_INPUT)
     train_size = crop if native else net_size
     reporter.emit("data", train_images=len(train), val_images=len(val), test_images=len(test), classes=classes,
@@ -436,17 +446,34 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
     from training.models import SemanticNet
 
     init_path = opts.init
-    if init_path is None and not opts.extra.get("from_scratch") and not opts.extra.get("write_local"):
-        # fine-tune the version in use: a few new labels refine it instead of restarting
-        init_path = init_from_active(opts.registry, model_name(opts, data), "semantic")
-    pretrained = init_path is None and opts.encoder == "efficientnet-lite0"
-    model = SemanticNet(1 + len(classes), pretrained=pretrained, boundary=with_boundary)
-    sources = [f"encoder: EfficientNet-Lite0 ImageNet, {WEIGHTS_SOURCE}"] if pretrained else []
+    if base is not None:
+        init_path = base.file(WEIGHTS_FILE) if base.has(WEIGHTS_FILE) else base.file("model.onnx")
+    model = SemanticNet(1 + len(classes), pretrained=False, boundary=with_boundary)
+    sources: list[str] = []
     init_record = None
-    if init_path is not None:
+    if init_path is not None and init_path.suffix == ".onnx":
+        from training.onnx_weights import RecoveryError, recover_state_dict
+
+        try:
+            rec = recover_state_dict(model, init_path, net_size or crop)
+        except RecoveryError as exc:
+            reporter.emit("init", path=str(init_path), loaded=0, skipped=0, note=f"{exc}: starting from ImageNet")
+            init_path = None
+        else:
+            init_record = {"file": rec["file"], "recovered_from_onnx": True, "loaded": len(model.state_dict()),
+                           "skipped": 0, "max_abs_diff": rec["max_abs_diff"]}
+            sources.append(f"init: {init_path} (weights recovered from the ONNX graph, {rec['convolutions']} "
+                           f"convolutions, max difference {rec['max_abs_diff']:.1g})")
+            reporter.emit("init", path=str(init_path), loaded=init_record["loaded"], skipped=0, recovered=True)
+    elif init_path is not None:
         init_record = apply_init(model, init_path)
         sources.append(f"init: {init_path} (sha256 {init_record['sha256_16']}..., {init_record['loaded']} tensors)")
         reporter.emit("init", path=str(init_path), loaded=init_record["loaded"], skipped=init_record["skipped"])
+    if init_path is None and opts.encoder == "efficientnet-lite0":
+        from training.encoders.efficientnet_lite import load_imagenet
+
+        load_imagenet(model.encoder)
+        sources.append(f"encoder: EfficientNet-Lite0 ImageNet, {WEIGHTS_SOURCE}")
     if not sources:
         sources.append("random initialisation")
     model.to(device)

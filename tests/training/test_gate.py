@@ -121,3 +121,46 @@ def test_from_scratch_skips_the_version_in_use(tmp_path: Path) -> None:
     assert options_from_args(args).extra.get("from_scratch") is True
     plain = configure_parser(argparse.ArgumentParser()).parse_args([str(tmp_path), "--task", "semantic"])
     assert "from_scratch" not in options_from_args(plain).extra
+
+
+def test_fine_tuning_a_shipped_model_recovers_its_weights_from_onnx_at_its_own_size(tmp_path: Path) -> None:
+    """The shipped models keep no weights.pt: fine-tuning recovers the PyTorch weights from
+    the ONNX graph (batch norm folded) and keeps the version's input size and its boundary
+    head, so a project's first training starts where the shipped model is, not at ImageNet."""
+    import onnx
+
+    from training.common import TrainOptions
+    from training.semantic import train_semantic
+
+    need_set("glass-gdd")
+    shipped_test = json.loads((SHIPPED / "manifest.json").read_text(encoding="utf-8"))
+    ids = [Path(k).stem for k in shipped_test["training"]["data"]["test_image_keys"][:8]]
+    store = build_project(tmp_path / "p", "glass-gdd", ids, "glass")
+    store.close()
+    reg = _registry_holding_the_shipped_model(tmp_path, "gdd-glass")
+    assert not (reg.get("gdd-glass", "1").path / "weights.pt").exists()
+
+    def run(**extra):
+        return train_semantic(TrainOptions(project=tmp_path / "p", task="semantic", epochs=1, max_steps=1, batch_size=2,
+                                           registry=reg.root, name="gdd-glass", num_threads=2, val_fraction=0.5,
+                                           extra=extra))
+
+    out = run()
+    man = out["manifest"]
+    init = man["training"]["init"]
+    assert init["recovered_from_onnx"] is True and init["file"].endswith("model.onnx"), init
+    assert init["max_abs_diff"] < 1e-3 and init["loaded"] > 300
+    assert man["input_size"] == [384, 384]  # the version's own size, not the trainer's default
+    graph = onnx.load(str(out["info"].path / "model.onnx")).graph
+    assert [o.name for o in graph.output][:2] == ["logits", "boundary"]  # pane splitting kept
+    assert any("recovered from the ONNX graph" in s for s in man["sources"])
+    start = man["training"]["validation_curve"][0]
+    assert start["epoch"] == 0
+    # epoch 0 is the shipped model itself (the gate scores it with its own TTA and threshold)
+    assert start["val_score"] > out["gate"]["active"] - 0.05, (start, out["gate"])
+
+    # from ImageNet, the same run starts far lower
+    scratch = run(from_scratch=True)
+    assert scratch["manifest"]["training"]["init"] is None
+    first = scratch["manifest"]["training"]["validation_curve"][0]
+    assert first["val_score"] < start["val_score"] - 0.1, (first, start)
