@@ -254,9 +254,12 @@ class Assist(QObject):
             self.canvas.centre_on_instance(instance_id)
 
     def _model_for_task(self, task: str) -> Optional[str]:
-        """Retraining makes a new version of the model in use when it does this task."""
+        """Retraining makes a new version of the model in use when it does this task, a
+        shipped one included: the new version lands in the user's registry, starts from the
+        shipped weights and is used only if it beats them on this project's validation
+        images (``training.gate``)."""
         info = self.review_panel.chosen_info()
-        return info.name if info is not None and info.task == task and not info.read_only else None
+        return info.name if info is not None and info.task == task else None
 
     def close(self) -> None:
         self.timer.stop()

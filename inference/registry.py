@@ -392,16 +392,25 @@ class Registry:
     @classmethod
     def default(cls) -> "Registry":
         """``user_data_dir()/models`` plus the shipped ``assets/models``."""
-        from annotation.resources import asset_path, user_data_dir
+        from annotation.resources import user_data_dir
+
+        return cls.with_shipped(user_data_dir() / "models")
+
+    @classmethod
+    def with_shipped(cls, root: str | Path) -> "Registry":
+        """The registry at ``root`` plus the shipped ``assets/models`` (read-only): what a
+        training run publishes into, so that a new version of a shipped model continues its
+        numbering, starts from its weights and is judged against it."""
+        from annotation.resources import asset_path
 
         extra: list[Path] = []
         try:
             shipped = asset_path("models")
-            if shipped.is_dir():
+            if shipped.is_dir() and shipped.resolve() != Path(root).resolve():
                 extra.append(shipped)
         except Exception:  # noqa: BLE001 - a bundle without assets still has a user registry
             pass
-        return cls(user_data_dir() / "models", extra)
+        return cls(root, extra)
 
     # ---------------------------------------------------------------- listing
     def _scan_root(self, root: Path, read_only: bool) -> list[ModelInfo]:

@@ -152,7 +152,8 @@ def publish(
     """
     from inference.registry import Registry
 
-    registry = Registry(registry_root) if registry_root is not None else Registry.default()
+    # with the shipped models: a new version of one continues its numbering
+    registry = Registry.with_shipped(registry_root) if registry_root is not None else Registry.default()
     manifest = dict(manifest)
     if not manifest.get("version"):
         manifest["version"] = new_version(registry, manifest["name"])

@@ -26,7 +26,7 @@ WEIGHTS_FILE = "weights.pt"
 def _registry(root: Optional[Path]):
     from inference.registry import Registry
 
-    return Registry(root) if root is not None else Registry.default()
+    return Registry.with_shipped(root) if root is not None else Registry.default()
 
 
 def active_version(registry_root: Optional[Path], name: str):

@@ -204,3 +204,21 @@ def test_a_version_the_gate_kept_out_is_reported_with_both_figures_and_the_way_t
     assert "0.4100 against 0.7700 for version 7" in text and "specula models activate kept-model 8" in text, text
     assert not tp.repropose_button.isVisible()  # nothing new is in use: nothing to re-propose
     win.close()
+
+
+def test_training_with_a_shipped_model_in_use_makes_a_version_of_it(qtbot, awindow):
+    """With the shipped model chosen, "Train now" names it: the run starts from its weights
+    and is judged against it (a new name would start from ImageNet and be used at once)."""
+    win = awindow
+    combo = win.assist.review_panel.model_combo
+    index = combo.findData("mirror-glass-semantic")
+    assert index >= 0, [combo.itemData(i) for i in range(combo.count())]
+    combo.setCurrentIndex(index)
+    assert win.assist.review_panel.chosen_info().read_only  # the shipped one
+    tp = win.assist.training_panel
+    started = []
+    tp.proc.start = lambda cmd: started.append(list(cmd))  # the command, not a process
+    assert tp.start()
+    cmd = started[0]
+    assert cmd[cmd.index("--name") + 1] == "mirror-glass-semantic" and "--task" in cmd
+    assert cmd[cmd.index("--task") + 1] == "semantic"

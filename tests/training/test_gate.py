@@ -164,3 +164,30 @@ def test_fine_tuning_a_shipped_model_recovers_its_weights_from_onnx_at_its_own_s
     assert scratch["manifest"]["training"]["init"] is None
     first = scratch["manifest"]["training"]["validation_curve"][0]
     assert first["val_score"] < start["val_score"] - 0.1, (first, start)
+
+
+def test_training_a_shipped_model_makes_a_gated_version_of_it_in_the_users_registry(tmp_path: Path) -> None:
+    """What "Train now" does with the shipped glass model in use: the run publishes the
+    shipped model's next version into the user's (empty) registry, starting from the
+    shipped weights, and the shipped version stays in use unless the new one beats it."""
+    from inference.registry import Registry
+    from training.common import TrainOptions
+    from training.semantic import train_semantic
+
+    need_set("glass-gdd")
+    shipped_test = json.loads((SHIPPED / "manifest.json").read_text(encoding="utf-8"))
+    ids = [Path(k).stem for k in shipped_test["training"]["data"]["test_image_keys"][8:14]]
+    store = build_project(tmp_path / "p", "glass-gdd", ids, "glass")
+    store.close()
+    user = tmp_path / "user-models"
+    out = train_semantic(TrainOptions(project=tmp_path / "p", task="semantic", epochs=1, max_steps=1, batch_size=2,
+                                      registry=user, name="mirror-glass-semantic", num_threads=2, val_fraction=0.5))
+    assert out["info"].version == "3" and out["info"].path.parent.parent == user  # after the shipped "2"
+    init = out["manifest"]["training"]["init"]
+    assert init["recovered_from_onnx"] and Path(init["file"]) == SHIPPED / "model.onnx"
+    gate = out["gate"]
+    assert gate["active_version"] == "2" and gate["active"] is not None, gate
+    reg = Registry.with_shipped(user)
+    assert reg.versions("mirror-glass-semantic") == ["2", "3"]
+    assert reg.active("mirror-glass-semantic").version == ("3" if gate["activate"] else "2")
+    assert not (SHIPPED / "weights.pt").exists()  # nothing written into the shipped folder
