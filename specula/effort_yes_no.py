@@ -7,9 +7,9 @@ proposals made and stored by ``inference.propose.propose_project`` (the code pat
 decisions recorded as ``specula review-clusters`` records them (states and log rows in
 one transaction), and retraining by the training command on that project. Images are
 never marked done, so training sees only accepted masks and rejected proposals
-(partial labels); fine-tuning from the loop's version in use is the trainer's default,
-but its first version starts from ImageNet: the shipped models carry no PyTorch weights
-(``weights.pt``) to fine-tune from.
+(partial labels); the loop's registry starts with the initial model as its version 1
+(``seed_loop_registry``), so every retraining fine-tunes from the version in use, the
+first from the weights recovered from the shipped model's ONNX file.
 
 Validation IoU: the model's proposals of the data set's class on held-out images, their
 union against the truth's union, per image, averaged (an image with neither scores 1).
@@ -83,6 +83,8 @@ class ProjectBackend:
             self._keys[im.path.name] = im.key
         with ProjectStore.open(self.folder, palette=model_palette(model, registry_dir)):  # scans the images
             pass
+        if train:
+            seed_loop_registry(model, registry_dir, loop_model, self.trainer.registry_dir)
         self._use(model, registry_dir)
         self.validation_iou = validation_iou(self._source, self.validation, class_name)
         self.trained_iou: float | None = None
@@ -164,6 +166,21 @@ class ProjectBackend:
             self.validation_iou = self.trained_iou
         else:  # the next fine-tuning starts from the version the training's gate kept
             reg.activate(self.trainer.model, chosen)
+
+
+def seed_loop_registry(model: str, registry_dir: str | Path | None, loop_model: str, loop_registry: Path) -> None:
+    """The loop's registry starts with the initial model as ``loop_model`` version 1, so the
+    first retraining fine-tunes from it and is judged against it, as "Train now" does with
+    the model in use (for a shipped model, from the weights recovered from its ONNX file)."""
+    from inference.registry import Registry
+
+    reg = Registry(loop_registry)
+    if reg.versions(loop_model):
+        return
+    src = (Registry(registry_dir) if registry_dir is not None else Registry.default()).active(model)
+    files = [p for p in Path(src.path).iterdir() if p.is_file() and p.name != "manifest.json"]
+    manifest = {**src.manifest.to_json(), "name": loop_model, "version": "1", "sha256": {}, "signature": ""}
+    reg.publish(files, manifest)
 
 
 def model_palette(model: str, registry_dir: str | Path | None = None):

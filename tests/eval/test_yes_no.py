@@ -160,3 +160,23 @@ def test_bench_yes_no_bad_input_exits_2(extra: list[str], message: str, tmp_path
     assert rc == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_the_loop_registry_starts_with_the_initial_model_as_version_one(tmp_path):
+    """Retraining in the loop fine-tunes from (and is judged against) the model it started
+    with, as "Train now" does: the loop's registry holds that model as its version 1."""
+    from inference.engine import Engine
+    from inference.registry import Registry
+    from specula.effort_yes_no import seed_loop_registry
+
+    loop = tmp_path / "registry"
+    seed_loop_registry("mirror-glass-semantic", None, "glass-loop", loop)
+    reg = Registry(loop)
+    info = reg.active("glass-loop")
+    assert info.version == "1" and info.has("model.onnx") and not info.read_only
+    assert info.manifest.input_size == (384, 384) and info.manifest.classes[0] == "background"
+    # the copy loads and proposes (its record was re-signed by the loop's registry)
+    rgb = np.full((96, 128, 3), 120, np.uint8)
+    assert isinstance(Engine(reg, device="cpu").propose(rgb, model="glass-loop", image_key="k"), list)
+    seed_loop_registry("mirror-glass-semantic", None, "glass-loop", loop)  # a second call adds nothing
+    assert reg.versions("glass-loop") == ["1"]

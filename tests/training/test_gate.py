@@ -30,15 +30,19 @@ def _registry_holding_the_shipped_model(root: Path, name: str):
     return reg
 
 
+def _held_out_glass_project(root: Path, first: int, last: int) -> None:
+    """A project of the shipped glass model's held-out GDD photos ``[first, last)``, glass labelled."""
+    need_set("glass-gdd")
+    shipped_test = json.loads((SHIPPED / "manifest.json").read_text(encoding="utf-8"))
+    ids = [Path(k).stem for k in shipped_test["training"]["data"]["test_image_keys"][first:last]]
+    build_project(root, "glass-gdd", ids, "glass").close()
+
+
 def test_a_worse_version_is_published_but_not_used_and_a_first_one_is(tmp_path: Path) -> None:
     from training.common import TrainOptions
     from training.semantic import train_semantic
 
-    need_set("glass-gdd")
-    shipped_test = json.loads((SHIPPED / "manifest.json").read_text(encoding="utf-8"))
-    ids = [Path(k).stem for k in shipped_test["training"]["data"]["test_image_keys"][:5]]
-    store = build_project(tmp_path / "p", "glass-gdd", ids, "glass")
-    store.close()
+    _held_out_glass_project(tmp_path / "p", 0, 5)
     reg = _registry_holding_the_shipped_model(tmp_path, "gdd-glass")
 
     # two optimiser steps at 64 px: far worse than the shipped model on the same images
@@ -132,11 +136,7 @@ def test_fine_tuning_a_shipped_model_recovers_its_weights_from_onnx_at_its_own_s
     from training.common import TrainOptions
     from training.semantic import train_semantic
 
-    need_set("glass-gdd")
-    shipped_test = json.loads((SHIPPED / "manifest.json").read_text(encoding="utf-8"))
-    ids = [Path(k).stem for k in shipped_test["training"]["data"]["test_image_keys"][:8]]
-    store = build_project(tmp_path / "p", "glass-gdd", ids, "glass")
-    store.close()
+    _held_out_glass_project(tmp_path / "p", 0, 8)
     reg = _registry_holding_the_shipped_model(tmp_path, "gdd-glass")
     assert not (reg.get("gdd-glass", "1").path / "weights.pt").exists()
 
@@ -174,11 +174,7 @@ def test_training_a_shipped_model_makes_a_gated_version_of_it_in_the_users_regis
     from training.common import TrainOptions
     from training.semantic import train_semantic
 
-    need_set("glass-gdd")
-    shipped_test = json.loads((SHIPPED / "manifest.json").read_text(encoding="utf-8"))
-    ids = [Path(k).stem for k in shipped_test["training"]["data"]["test_image_keys"][8:14]]
-    store = build_project(tmp_path / "p", "glass-gdd", ids, "glass")
-    store.close()
+    _held_out_glass_project(tmp_path / "p", 8, 14)
     user = tmp_path / "user-models"
     out = train_semantic(TrainOptions(project=tmp_path / "p", task="semantic", epochs=1, max_steps=1, batch_size=2,
                                       registry=user, name="mirror-glass-semantic", num_threads=2, val_fraction=0.5))
