@@ -2,7 +2,7 @@
 
 Proposals of one class are clustered by their embeddings with hierarchical clustering
 (Ward linkage, ``fastcluster``: a tiny C++ library needing only numpy, where scipy would
-add 70 MB to the field bundle). The tree is cut into clusters of about ``target_size``
+add 70 MB to the field bundle). The tree is cut into clusters of at most ``target_size``
 proposals; from each a few *representatives* are asked (yes: the mask is good as it is;
 no: it is not). When the representatives agree (the majority share at least
 ``agreement``), the answer goes to the whole cluster; when they disagree, the cluster is
@@ -14,7 +14,6 @@ and the headless helpers turn the outcomes into ordinary accept / reject actions
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
@@ -73,16 +72,22 @@ class ClassTree:
         self.root = 2 * n - 2 if n > 1 else 0
 
     def cut(self, target_size: int) -> list[int]:
-        """Nodes of about ``target_size`` leaves: split the highest merges first."""
+        """Nodes of at most ``target_size`` leaves: of the nodes larger than that, the
+        highest merge is split first, until none is left.
+
+        Cutting into ``n / target_size`` nodes instead (the highest merges of all) left one
+        node of 30 proposals beside four small ones on 59 glass proposals; its three
+        representatives, all bad masks, rejected 24 good ones with it (clusters collected 4
+        masks where one question per proposal collected 29)."""
         if not self.ids:
             return []
-        k = max(1, math.ceil(len(self.ids) / max(1, target_size)))
+        limit = max(1, int(target_size))
         nodes = [self.root]
-        while len(nodes) < k:
-            splittable = [n for n in nodes if n in self.children]
-            if not splittable:
+        while True:
+            big = [n for n in nodes if n in self.children and len(self.leaves_of[n]) > limit]
+            if not big:
                 break
-            top = max(splittable, key=lambda n: self.height[n])
+            top = max(big, key=lambda n: self.height[n])
             nodes.remove(top)
             nodes.extend(self.children[top])
         return sorted(nodes, key=lambda n: min(self.leaves_of[n]))

@@ -71,3 +71,23 @@ def test_classes_are_clustered_apart_and_bad_input_is_refused():
         ClusterReview([(1, "glass", np.zeros(3)), (2, "glass", np.zeros(4))])
     with pytest.raises(KeyError):
         review.answer(99, True)
+
+
+def test_no_cluster_is_larger_than_the_target_size_even_beside_far_small_groups():
+    """Four small groups far apart and one large compact one: cutting into n / 12 nodes by
+    height kept the large group whole (30 proposals, 3 representatives); the cut splits
+    every node above the target size."""
+    rng = np.random.default_rng(3)
+    blobs = [(30, 0.0), (8, 40.0), (8, -40.0), (7, 80.0), (6, -80.0)]
+    items, iid = [], 0
+    for n, centre in blobs:
+        for _ in range(n):
+            items.append((iid, "glass", rng.normal(centre, 1.0, 6).astype(np.float32)))
+            iid += 1
+    review = ClusterReview(items, target_size=12)
+    sizes = sorted(len(review.clusters[c].members) for c in review.queue)
+    assert sum(sizes) == 59 and max(sizes) <= 12, sizes
+    for seed in range(5):  # and on shapeless data
+        r = np.random.default_rng(seed)
+        review = ClusterReview([(i, "c", r.normal(0, 1, 4)) for i in range(int(r.integers(2, 80)))], target_size=7)
+        assert max(len(review.clusters[c].members) for c in review.queue) <= 7
