@@ -137,7 +137,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
     y.add_argument("--representatives", type=int, default=DEFAULT_REPRESENTATIVES, help="questions per cluster")
     y.add_argument("--agreement", type=float, default=DEFAULT_AGREEMENT,
                    help="share of a cluster's representatives that must agree, else it splits")
-    y.add_argument("--cluster-size", type=int, default=DEFAULT_TARGET_SIZE, help="proposals per cluster to start with")
+    y.add_argument("--cluster-size", type=int, default=DEFAULT_TARGET_SIZE, help="the most proposals in one cluster")
     y.add_argument("--no-gate", action="store_true",
                    help="propose with every retrained version, better or not (004's protocol); by default a "
                         "version proposes only when it beats the model in use on the validation images")

@@ -33,7 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text listing")
     p.add_argument("--accept", default=None, metavar="ID[,ID]", help="accept every proposal of these clusters")
     p.add_argument("--reject", default=None, metavar="ID[,ID]", help="reject every proposal of these clusters")
-    p.add_argument("--target-size", type=int, default=None, help="proposals per cluster before splitting (default 12)")
+    p.add_argument("--target-size", type=int, default=None, help="the most proposals in one cluster (default 12)")
     p.add_argument("--representatives", type=int, default=None, help="members shown per cluster (default 3)")
     p.set_defaults(handler=cmd_review_clusters)
 

@@ -66,7 +66,7 @@ class ClusterReviewDialog(QDialog):
         lay = QVBoxLayout(self)
         row = QHBoxLayout()
         self.target = self._spin(row, "clusters.size", "Cluster size", 2, 500, DEFAULT_TARGET_SIZE,
-                                 "About how many proposals a cluster holds before any split")
+                                 "The most proposals one cluster holds")
         self.reps = self._spin(row, "clusters.representatives", "Questions per cluster", 1, 15,
                                DEFAULT_REPRESENTATIVES, "Representatives asked before a cluster's answer is taken")
         row.addWidget(QLabel("Agreement"))
