@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 DEFAULT_TARGET_SIZE = 12  # proposals per cluster before splitting: one screen of thumbnails
 DEFAULT_REPRESENTATIVES = 3  # questions per cluster (an odd number: a majority always exists)
 DEFAULT_AGREEMENT = 0.8  # with 3 representatives: all three must agree
+# the log detail ``review`` of every decision this review makes (the editor's window,
+# ``specula review-clusters``, the yes/no benchmark): a "no" here says the mask is not good
+# enough, not that its pixels are background, so training does not take it as a negative
+QUALITY_REVIEW = "clusters"
 
 
 @dataclass

@@ -130,6 +130,7 @@ class ProjectBackend:
 
     def record(self, accepted: Sequence[int], rejected: Sequence[int], dropped: Sequence[int], iteration: int) -> None:
         """Decisions as ``specula review-clusters`` makes them; dropped duplicates deleted."""
+        from annotation.clusters import QUALITY_REVIEW
         from annotation.store import ProjectStore
         from specula.review_clusters_cli import decide_instances
 
@@ -137,7 +138,7 @@ class ProjectBackend:
         with ProjectStore.open(self.folder, scan=False, writer=writer) as store, store.transaction():
             if dropped:
                 store.delete_instance_ids(dropped)
-            details = {"iteration": iteration, "via": "bench effort --yes-no"}
+            details = {"review": QUALITY_REVIEW, "iteration": iteration, "via": "bench effort --yes-no"}
             decide_instances(store, [(accepted, "accept", details), (rejected, "reject", details)])
 
     def retrain(self, iteration: int) -> None:

@@ -117,13 +117,16 @@ def cmd_review_clusters(args: argparse.Namespace) -> int:
 
 
 def _decide(store, review, accept: list[int], reject: list[int], as_json: bool) -> int:
+    from annotation.clusters import QUALITY_REVIEW
     from annotation.store import StoreError
 
     missing = [c for c in accept + reject if c not in review.clusters]
     if missing:
         raise CommandError(f"no cluster {', '.join(map(str, missing))} (list them: specula review-clusters PROJECT)")
-    decisions = [(review.clusters[c].members, "accept", {"cluster": c, "via": "review-clusters"}) for c in accept]
-    decisions += [(review.clusters[c].members, "reject", {"cluster": c, "via": "review-clusters"}) for c in reject]
+    decisions = [(review.clusters[c].members, "accept", {"review": QUALITY_REVIEW, "cluster": c, "via": "review-clusters"})
+                 for c in accept]
+    decisions += [(review.clusters[c].members, "reject", {"review": QUALITY_REVIEW, "cluster": c, "via": "review-clusters"})
+                  for c in reject]
     try:
         n = decide_instances(store, decisions)
     except StoreError as exc:

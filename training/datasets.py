@@ -8,7 +8,9 @@ Sources of labels (DESIGN.md, 003):
 - ``weak_click`` interactions (details ``x``, ``y``, ``positive``, ``class_name``)
   are point labels: "this patch holds / does not hold class X";
 - rejected proposals are negatives: their pixels are not that class (background
-  unless an accepted mask says otherwise) and their centre is a negative click.
+  unless an accepted mask says otherwise) and their centre is a negative click; except
+  a "no" of the clustered yes/no review, which says the mask is not good enough, not
+  where the class is (``_quality_rejections``).
 
 An image takes part in pixel-wise (semantic) training when it is marked done (then
 everything unlabelled is background) or holds labels: then only the labelled pixels
@@ -158,6 +160,22 @@ def _interior_point(mask: Mask) -> tuple[float, float]:
     return float(m.x0 + xs[i]), float(m.y0 + ys[i])
 
 
+def _quality_rejections(st: ProjectStore) -> set[int]:
+    """Instances whose last rejection was a "no" of the clustered yes/no review (log detail
+    ``review`` = ``annotation.clusters.QUALITY_REVIEW``). That question asks whether a mask
+    is good as it is (004: IoU above 0.8); a no with no correction after it says nothing
+    about which pixels are background, and a mask at IoU 0.7 is mostly right: taught as
+    background it would unteach the class there. A rejection in the editor (R) stays a
+    negative."""
+    from annotation.clusters import QUALITY_REVIEW
+
+    last: dict[int, bool] = {}
+    for row in st.interactions(actions=["reject"]):  # in log order: the last one wins
+        if row.instance_id is not None:
+            last[int(row.instance_id)] = row.details.get("review") == QUALITY_REVIEW
+    return {iid for iid, quality in last.items() if quality}
+
+
 def load_project(
     store: ProjectStore | str | Path,
     classes: Optional[Sequence[str]] = None,
@@ -183,12 +201,15 @@ def load_project(
                 image_id=rec.id, path=st.image_file(rec), size=rec.size, done=rec.status == ImageStatus.DONE,
                 rel_path=rec.path,
             )
+        quality_noes = _quality_rejections(st)
         for inst in st.instances(states=[InstanceState.ACCEPTED, InstanceState.REJECTED]):
             im = by_id.get(inst.image_id)
             if im is None or inst.mask.is_empty():
                 continue
             if inst.state == InstanceState.ACCEPTED:
                 im.instances.append((inst.class_name, inst.mask))
+            elif inst.id in quality_noes:
+                continue  # "not good enough" from the yes/no review: its pixels are unknown, not background
             else:
                 im.negatives.append((inst.class_name, inst.mask))
                 x, y = _interior_point(inst.mask)

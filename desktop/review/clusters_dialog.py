@@ -20,8 +20,8 @@ from PySide6.QtGui import QAction, QColor, QIcon, QImage, QKeySequence, QPixmap,
 from PySide6.QtWidgets import (QDialog, QDoubleSpinBox, QHBoxLayout, QLabel, QListView, QListWidget, QListWidgetItem,
                                QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from annotation.clusters import DEFAULT_AGREEMENT, DEFAULT_REPRESENTATIVES, DEFAULT_TARGET_SIZE, Cluster, \
-    ClusterReview, Outcome, review_items
+from annotation.clusters import DEFAULT_AGREEMENT, DEFAULT_REPRESENTATIVES, DEFAULT_TARGET_SIZE, QUALITY_REVIEW, \
+    Cluster, ClusterReview, Outcome, review_items
 from annotation.document import InstanceState
 from desktop.context import ProjectContext
 from desktop.review.cluster_thumbs import THUMB_SIDE, make_thumbnails
@@ -266,7 +266,7 @@ class ClusterReviewDialog(QDialog):
                 if iid not in images:
                     continue
                 asked = iid == question or question is None
-                details = {"review": "clusters", "cluster": cluster}
+                details = {"review": QUALITY_REVIEW, "cluster": cluster}
                 if not asked:
                     details["propagated"] = True
                 # the question's time is the answer's; a propagated decision took none

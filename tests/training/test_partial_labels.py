@@ -82,3 +82,28 @@ def test_the_loss_has_no_gradient_on_unlabelled_pixels(tmp_path: Path) -> None:
     # a batch with nothing labelled costs nothing and still back-propagates
     empty = torch.full((1, 96, 96), IGNORE, dtype=torch.int64)
     assert float(segmentation_loss(torch.randn(1, 1 + len(data.classes), 96, 96), empty)) == 0.0
+
+
+def test_a_no_of_the_yes_no_review_is_not_a_negative_but_an_editor_rejection_is(tmp_path: Path) -> None:
+    """The clustered review asks "is this mask good as it is?": a no (a mask at IoU 0.7 is
+    mostly right) says nothing about where the class is, so its pixels stay unknown; the
+    same mask rejected in the editor teaches background. The last rejection decides."""
+    from annotation.clusters import QUALITY_REVIEW
+    from annotation.store import ProjectStore
+    from training.datasets import IGNORE, load_project
+
+    root, truth, rejected = _project(tmp_path, done=False)
+    with ProjectStore.open(root, scan=False) as store:
+        (inst,) = [i for i in store.instances() if i.state.value == "rejected"]
+        store.log("reject", image_id=inst.image_id, instance_id=inst.id, class_name="glass",
+                  review=QUALITY_REVIEW, cluster=0)
+    data = load_project(root)
+    (im,) = data.images
+    assert im.negatives == [] and not [c for c in im.clicks if c.source == "rejected"]
+    assert (im.training_map(data.classes)[rejected] == IGNORE).all()
+    # rejected again in the editor afterwards: a negative again
+    with ProjectStore.open(root, scan=False) as store:
+        store.log("reject", image_id=inst.image_id, instance_id=inst.id, class_name="glass")
+    data = load_project(root)
+    (im,) = data.images
+    assert len(im.negatives) == 1 and (im.training_map(data.classes)[rejected] == 0).all()
