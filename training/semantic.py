@@ -601,7 +601,7 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
     out = _export_and_publish(
         model, opts, data, train, val, test, classes, net_size, best_proto, best_seg, best_epoch, sources,
         init_record, run_info, reporter, flip=flip, with_boundary=with_boundary, threshold=threshold,
-        search=search,
+        search=search, inherited=dict(base.manifest.defaults) if base is not None and init_record is not None else None,
     )
     out["images_per_second"] = images_seen / max(train_seconds, 1e-9)
     out["steps"] = step
@@ -687,7 +687,7 @@ def finalize_folder(folder: Path, val: Sequence[ImageLabels], test: Sequence[Ima
 
 def _export_and_publish(model, opts, data, train, val, test, classes, size, proto, seg, best_epoch, sources,
                         init_record, run_info, reporter, *, flip: bool, with_boundary: bool,
-                        threshold: float, search: bool = False) -> dict[str, Any]:
+                        threshold: float, search: bool = False, inherited: Optional[dict] = None) -> dict[str, Any]:
     from inference.registry import Manifest
     from training.export import (
         check_onnx_matches, expose_decoder_features, export_semantic_onnx, scratch_dir, write_local,
@@ -700,7 +700,9 @@ def _export_and_publish(model, opts, data, train, val, test, classes, size, prot
         inputs = [to_tensor_batch(pad_to_multiple(rgb, PAD_MULTIPLE)) for rgb in check_images]
     else:
         inputs = [to_tensor_batch(resize_image(rgb, size)) for rgb in check_images]
-    defaults: dict[str, Any] = {"threshold": threshold, "flip_tta": flip}
+    # a fine-tuned version keeps its base's settings this run does not choose (the glass
+    # model's boundary threshold, 0.15, was searched for pane splitting; 0.5 merges panes)
+    defaults: dict[str, Any] = {**(inherited or {}), "threshold": threshold, "flip_tta": flip}
     if size is None:
         defaults["pad_multiple"] = PAD_MULTIPLE
     protocol = ("per-image IoU (the pipeline's proposals: threshold, pieces under min_area dropped) and per-image "

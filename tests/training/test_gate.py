@@ -151,6 +151,8 @@ def test_fine_tuning_a_shipped_model_recovers_its_weights_from_onnx_at_its_own_s
     assert init["recovered_from_onnx"] is True and init["file"].endswith("model.onnx"), init
     assert init["max_abs_diff"] < 1e-3 and init["loaded"] > 300
     assert man["input_size"] == [384, 384]  # the version's own size, not the trainer's default
+    # settings the run does not search are the base's (pane splitting's boundary threshold)
+    assert man["defaults"]["boundary_threshold"] == 0.15 and "threshold" in man["defaults"]
     graph = onnx.load(str(out["info"].path / "model.onnx")).graph
     assert [o.name for o in graph.output][:2] == ["logits", "boundary"]  # pane splitting kept
     assert any("recovered from the ONNX graph" in s for s in man["sources"])
