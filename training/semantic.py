@@ -506,7 +506,9 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
     timer = Timer(opts.minutes)
     set_lr(optim, lr, 0.0)
     val_every = max(1, int(opts.extra.get("val_every", 1)))
-    threshold = float(opts.extra.get("threshold", DEFAULT_THRESHOLD))
+    # a fine-tuned version keeps its base's pipeline settings unless this run is told or searches
+    inherited = dict(base.manifest.defaults) if base is not None and init_record is not None else {}
+    threshold = float(opts.extra.get("threshold", inherited.get("threshold", DEFAULT_THRESHOLD)))
 
     def validate(flip: bool = False) -> tuple[dict, dict]:
         model.eval()
@@ -587,7 +589,7 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
         best_epoch = epoch
     model.eval()
     search = opts.extra.get("flip_tta") == "auto" or bool(opts.extra.get("tune"))
-    flip = opts.extra.get("flip_tta") is True
+    flip = opts.extra.get("flip_tta", inherited.get("flip_tta")) is True
     model.cpu().to(memory_format=torch.contiguous_format)
     run_info = {
         "epochs_run": epoch, "steps": step, "images_seen": images_seen, "train_seconds": round(train_seconds, 1),
@@ -601,7 +603,7 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
     out = _export_and_publish(
         model, opts, data, train, val, test, classes, net_size, best_proto, best_seg, best_epoch, sources,
         init_record, run_info, reporter, flip=flip, with_boundary=with_boundary, threshold=threshold,
-        search=search, inherited=dict(base.manifest.defaults) if base is not None and init_record is not None else None,
+        search=search, inherited=inherited,
     )
     out["images_per_second"] = images_seen / max(train_seconds, 1e-9)
     out["steps"] = step

@@ -153,6 +153,8 @@ def test_fine_tuning_a_shipped_model_recovers_its_weights_from_onnx_at_its_own_s
     assert man["input_size"] == [384, 384]  # the version's own size, not the trainer's default
     # settings the run does not search are the base's (pane splitting's boundary threshold)
     assert man["defaults"]["boundary_threshold"] == 0.15 and "threshold" in man["defaults"]
+    # ... and, not searched, the base's threshold and flip TTA (the shipped 0.4 with flip)
+    assert man["defaults"]["threshold"] == 0.4 and man["defaults"]["flip_tta"] is True
     graph = onnx.load(str(out["info"].path / "model.onnx")).graph
     assert [o.name for o in graph.output][:2] == ["logits", "boundary"]  # pane splitting kept
     assert any("recovered from the ONNX graph" in s for s in man["sources"])
