@@ -429,7 +429,10 @@ def train_semantic(opts: TrainOptions, reporter: Optional[Reporter] = None, data
     if opts.init is None and not opts.extra.get("from_scratch") and not opts.extra.get("write_local"):
         # fine-tune the version in use: a few new labels refine it instead of restarting
         base = init_from_active(opts.registry, model_name(opts, data), "semantic")
-        if base is not None and len(base.manifest.classes) != 1 + len(classes):
+        # weights recovered from ONNX are all or nothing: its output channels must mean what
+        # this run's do (kept PyTorch weights load by name and shape, a new head included)
+        if base is not None and not base.has(WEIGHTS_FILE) \
+                and [str(c) for c in base.manifest.classes] != [BACKGROUND, *classes]:
             reporter.emit("init", path=str(base.path), loaded=0, skipped=0,
                           note=f"{base.name}@{base.version} has other classes: starting from ImageNet")
             base = None
