@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from annotation.clusters import (
@@ -220,65 +220,76 @@ def run_bench_effort(args: argparse.Namespace) -> int:
     if args.instance_cap <= 0 or args.correction_cap <= 0:
         return _fail("--instance-cap and --correction-cap must be positive numbers of seconds")
     kind = args.source or ("model" if args.model else "coco" if args.proposals else None)
+    return _reported(lambda: _effort_report(args, kind))
+
+
+def _reported(make_report: Callable[[], Sequence[Path]]) -> int:
+    """Run a benchmark that writes its report; 0 and the files written, or 2 and why not."""
     try:
-        costs = CostTable.load(args.costs)
-        clicks = ModelClicks.open(args.clicks, args.registry) if args.clicks else None
-        annotators = []
-        for t in dict.fromkeys(args.target_iou):
-            params = AnnotatorParams(target_iou=t, tolerance=args.tolerance, instance_cap_s=args.instance_cap,
-                                     correction_cap_s=args.correction_cap, max_clicks=args.max_clicks)
-            annotators.append(SimulatedAnnotator(costs, params))
-            if clicks is not None:
-                annotators.append(SimulatedAnnotator(costs, params, clicks=clicks))
-        if not args.loop and kind is None:
-            return _fail("say where proposals come from: --model NAME, --proposals FILE.json, "
-                         "or --source degraded-truth (synthetic, for testing)")
-        source = _source(kind, args) if kind is not None and (args.source or not args.loop) else None
-        name = Path(args.dataset).name
-        stems = _held_out_stems(args.model, name, args.registry) if args.held_out else None
-        images = load_dataset(args.dataset, args.limit, args.min_area, offset=args.offset, only_stems=stems)
-        if not images:
-            return _fail(f"no images with masks in {args.dataset}")
-        out = Path(args.out)
-        if clicks is not None:
-            unseen = clicks.unseen(name, [im.path.name for im in images])
-            seen = "not recorded in its manifest" if unseen is None else f"{unseen} of {len(images)}"
-            clicks.label += f"; images held out from its training: {seen}"
-        if args.loop:
-            if not args.model:
-                return _fail("--loop needs --model NAME (the model the training command publishes)")
-            initial = source
-            trainer = SubprocessTrainer(args.model, out / f"loop_project_{name}", args.train_cmd, args.min_score,
-                                        args.epochs)
-            loop = run_loop(name, images, args.k, trainer, annotators[0], initial,
-                            progress=lambda s: print(s, file=sys.stderr))
-            print(loop_table(loop))
-            files = write_loop_report(loop, out)
-        else:
-            assert source is not None
-            kept: dict = {}
-            results = run_efforts(name, images, source, annotators,
-                                  progress=lambda i, n: print(f"\r{i}/{n} images", end="", file=sys.stderr),
-                                  keep_proposals=kept)
-            print(file=sys.stderr)
-            summaries = [r.summary() for r in results]
-            print(effort_table(summaries))
-            for s in summaries:
-                print(left_over_line(s))
-                print(corrections_line(s))
-            if clicks is not None:
-                print()
-                print(clicks_table(summaries))
-            print(f"proposals: {source.label}; costs: {costs.source}"
-                  + (f"; clicks: {clicks.label}" if clicks is not None else ""))
-            paths = {im.key: im.path for im in images}
-            files = write_effort_report(results, out, {name: proposals_json(kept, paths)})
+        files = make_report()
     except (EffortError, ProposalError, CostTableError) as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"cannot write the report: {exc}")
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
+
+
+def _effort_report(args: argparse.Namespace, kind: str | None) -> Sequence[Path]:
+    """The effort benchmark (or its retraining loop): prints its tables, returns the report files."""
+    costs = CostTable.load(args.costs)
+    clicks = ModelClicks.open(args.clicks, args.registry) if args.clicks else None
+    annotators = []
+    for t in dict.fromkeys(args.target_iou):
+        params = AnnotatorParams(target_iou=t, tolerance=args.tolerance, instance_cap_s=args.instance_cap,
+                                 correction_cap_s=args.correction_cap, max_clicks=args.max_clicks)
+        annotators.append(SimulatedAnnotator(costs, params))
+        if clicks is not None:
+            annotators.append(SimulatedAnnotator(costs, params, clicks=clicks))
+    if not args.loop and kind is None:
+        raise EffortError("say where proposals come from: --model NAME, --proposals FILE.json, "
+                          "or --source degraded-truth (synthetic, for testing)")
+    source = _source(kind, args) if kind is not None and (args.source or not args.loop) else None
+    name = Path(args.dataset).name
+    stems = _held_out_stems(args.model, name, args.registry) if args.held_out else None
+    images = load_dataset(args.dataset, args.limit, args.min_area, offset=args.offset, only_stems=stems)
+    if not images:
+        raise EffortError(f"no images with masks in {args.dataset}")
+    out = Path(args.out)
+    if clicks is not None:
+        unseen = clicks.unseen(name, [im.path.name for im in images])
+        seen = "not recorded in its manifest" if unseen is None else f"{unseen} of {len(images)}"
+        clicks.label += f"; images held out from its training: {seen}"
+    if args.loop:
+        if not args.model:
+            raise EffortError("--loop needs --model NAME (the model the training command publishes)")
+        initial = source
+        trainer = SubprocessTrainer(args.model, out / f"loop_project_{name}", args.train_cmd, args.min_score,
+                                    args.epochs)
+        loop = run_loop(name, images, args.k, trainer, annotators[0], initial,
+                        progress=lambda s: print(s, file=sys.stderr))
+        print(loop_table(loop))
+        files = write_loop_report(loop, out)
+    else:
+        assert source is not None
+        kept: dict = {}
+        results = run_efforts(name, images, source, annotators,
+                              progress=lambda i, n: print(f"\r{i}/{n} images", end="", file=sys.stderr),
+                              keep_proposals=kept)
+        print(file=sys.stderr)
+        summaries = [r.summary() for r in results]
+        print(effort_table(summaries))
+        for s in summaries:
+            print(left_over_line(s))
+            print(corrections_line(s))
+        if clicks is not None:
+            print()
+            print(clicks_table(summaries))
+        print(f"proposals: {source.label}; costs: {costs.source}"
+              + (f"; clicks: {clicks.label}" if clicks is not None else ""))
+        paths = {im.key: im.path for im in images}
+        files = write_effort_report(results, out, {name: proposals_json(kept, paths)})
+    return files
 
 
 def _run_yes_no(args: argparse.Namespace) -> int:
@@ -298,7 +309,8 @@ def _run_yes_no(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit <= 0:
         return _fail("--limit must be a positive number of images")
     name = Path(args.dataset).name
-    try:
+
+    def report() -> Sequence[Path]:
         costs = CostTable.load(args.costs)
         stems = _held_out_stems(args.model, name, args.registry) if args.held_out else None
         limit = None if args.limit is None else args.limit + args.val_images
@@ -306,13 +318,9 @@ def _run_yes_no(args: argparse.Namespace) -> int:
         result, notes = run_yes_no_bench(args, images, name, costs, lambda s: print(s, file=sys.stderr))
         print(yes_no_table(result))
         print(totals_line(result))
-        files = write_yes_no_report(result, Path(args.out), notes)
-    except (EffortError, ProposalError, CostTableError) as exc:
-        return _fail(str(exc))
-    except OSError as exc:
-        return _fail(f"cannot write the report: {exc}")
-    print("wrote " + ", ".join(str(f) for f in files))
-    return 0
+        return write_yes_no_report(result, Path(args.out), notes)
+
+    return _reported(report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

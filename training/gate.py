@@ -124,13 +124,9 @@ def init_from_active(registry_root: Optional[Path], name: str, task: str):
 
 
 def has_boundary_head(info) -> bool:
-    """Whether a registered semantic version has the pane-splitting head (its ONNX graph's
-    ``boundary`` output, or ``boundary.weight`` in its kept PyTorch weights)."""
+    """Whether a registered semantic version has the pane-splitting head: its ONNX graph's
+    ``boundary`` output (every semantic version has its ONNX file, a trained one too)."""
     try:
-        if info.has(WEIGHTS_FILE):
-            from training.common import load_init_weights
-
-            return "boundary.weight" in load_init_weights(info.file(WEIGHTS_FILE))
         import onnx
 
         graph = onnx.load(str(info.file("model.onnx")), load_external_data=False).graph

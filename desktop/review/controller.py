@@ -27,7 +27,6 @@ class ReviewController(QObject):
         self.canvas = canvas
         self.first_seen: dict[int, float] = {}
         self.first_selected: dict[int, float] = {}
-        self.edits: dict[int, int] = {}  # instance id -> mask edits while proposed
         # called when N finds nothing left here: opens the next image with proposals, True if any
         self.on_exhausted: Optional[Callable[[], bool]] = None
         session.image_changed.connect(self._reset)
@@ -42,7 +41,6 @@ class ReviewController(QObject):
         now = time.time()
         self.first_seen = {iid: now for iid, i in self.session.instances.items() if i.is_proposal}
         self.first_selected.clear()
-        self.edits.clear()
         self.changed.emit()
 
     def _added(self, iid: int) -> None:
@@ -52,14 +50,13 @@ class ReviewController(QObject):
     def _removed(self, iid: int) -> None:
         # the store may reuse the id for a new proposal: forget this one's history
         if iid not in self.session.rejected:
-            for d in (self.first_seen, self.first_selected, self.edits):
+            for d in (self.first_seen, self.first_selected):
                 d.pop(iid, None)
         self.changed.emit()
 
     def _instance_changed(self, iid: int, box) -> None:
         inst = self.session.instances.get(iid)
         if box is not None and inst is not None and inst.is_proposal:
-            self.edits[iid] = self.edits.get(iid, 0) + 1
             self.first_selected.setdefault(iid, time.time())
         self.changed.emit()
 
@@ -132,10 +129,7 @@ class ReviewController(QObject):
         Read from the log (edits net of their undos, the count the per-version outcomes
         use): counting the canvas's change signals would take an undone stroke, which
         changes the mask too, for a second edit."""
-        try:
-            net = self.session.store.net_mask_edits(ids, MASK_EDIT_ACTIONS)
-        except Exception:  # noqa: BLE001 - a log that cannot be read: what this window saw
-            return {i: n for i in ids if (n := self.edits.get(i, 0))}
+        net = self.session.store.net_mask_edits(ids, MASK_EDIT_ACTIONS)
         return {i: n for i, n in net.items() if n > 0}
 
     def reject(self, ids: Optional[Iterable[int]] = None, *, advance: bool = True) -> int:
@@ -176,8 +170,6 @@ class ReviewController(QObject):
     def _decide(self, decisions, state: InstanceState, advance: bool) -> None:
         q_before = [i.id for i in self.queue()]
         self.canvas.push(DecisionCommand(self.session, decisions, state))
-        for iid, *_ in decisions:
-            self.edits.pop(iid, None)
         if advance:
             rest = [i for i in q_before if i in self.session.instances and self.session.instances[i].is_proposal]
             if rest:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from training_helpers import build_project, data_root, need_set
+from training_helpers import cfd_project_with_cam
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.torch, pytest.mark.training, pytest.mark.slow]
@@ -12,15 +12,7 @@ pytestmark = [pytest.mark.torch, pytest.mark.training, pytest.mark.slow]
 
 @pytest.fixture
 def crack_project_with_cam(tmp_path):
-    from training.cam import train_cam
-    from training.common import TrainOptions
-
-    need_set("cracks-cfd")
-    ids = sorted(p.stem for p in (data_root() / "cracks-cfd" / "image").glob("*.jpg"))[:5]
-    store = build_project(tmp_path / "cfd", "cracks-cfd", ids, "crack", palette="inspection", clicks=True)
-    reg = tmp_path / "registry"
-    train_cam(TrainOptions(project=store.root, task="cam", epochs=1, max_steps=2, input_size=(64, 64),
-                           registry=reg, batch_size=4, name="cfd-cam", num_threads=1))
+    store, reg = cfd_project_with_cam(tmp_path, num_threads=1)
     yield store, reg
     store.close()
 

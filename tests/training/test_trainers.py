@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from training_helpers import REPO, build_project, data_root, need_set
+from training_helpers import REPO, build_project, cfd_project_with_cam, data_root, need_set
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.torch, pytest.mark.training, pytest.mark.slow]
@@ -55,15 +55,8 @@ def test_semantic_trains_publishes_and_proposes(gdd_project, tmp_path):
 
 def test_cam_trains_publishes_and_proposes(tmp_path):
     from inference.registry import Registry
-    from training.cam import train_cam
-    from training.common import TrainOptions
 
-    need_set("cracks-cfd")
-    ids = sorted(p.stem for p in (data_root() / "cracks-cfd" / "image").glob("*.jpg"))[:5]
-    store = build_project(tmp_path / "cfd", "cracks-cfd", ids, "crack", palette="inspection", clicks=True)
-    reg = tmp_path / "registry"
-    train_cam(TrainOptions(project=store.root, task="cam", epochs=1, max_steps=2, input_size=(64, 64),
-                           registry=reg, batch_size=4, name="cfd-cam"))
+    store, reg = cfd_project_with_cam(tmp_path)
     info = Registry(reg).get("cfd-cam", "1")
     assert info.task == "cam" and info.has("model.pt") and list(info.manifest.classes) == ["crack"]
     metrics = info.manifest.metrics

@@ -59,3 +59,18 @@ def build_project(folder: Path, set_name: str, ids: list[str], class_name: str, 
                 store.log("weak_click", image_id=rec.id, class_name=class_name,
                           x=float(bxs[k]), y=float(bys[k]), positive=False)
     return store
+
+
+def cfd_project_with_cam(tmp_path: Path, **options):
+    """Five CrackForest images (inspection palette, clicks) and a CAM model ``cfd-cam`` trained
+    two steps at 64 px into ``tmp_path/registry``: ``(store, registry folder)``."""
+    from training.cam import train_cam
+    from training.common import TrainOptions
+
+    need_set("cracks-cfd")
+    ids = sorted(p.stem for p in (data_root() / "cracks-cfd" / "image").glob("*.jpg"))[:5]
+    store = build_project(tmp_path / "cfd", "cracks-cfd", ids, "crack", palette="inspection", clicks=True)
+    reg = tmp_path / "registry"
+    train_cam(TrainOptions(project=store.root, task="cam", epochs=1, max_steps=2, input_size=(64, 64),
+                           registry=reg, batch_size=4, name="cfd-cam", **options))
+    return store, reg
